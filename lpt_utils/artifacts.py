@@ -1,0 +1,83 @@
+"""Stage artifacts: `outputs/<run>/<NN_stage>/data.parquet` (loadable with `datasets`) and a small
+`manifest.json` (counts, settings hash, the funnel of what was dropped and why, inputs read).
+
+A notebook reads earlier stages only through `load_stage`, never through their variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DATA_FILE = "data.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class Funnel:
+    """Ordered steps of a stage, each with what came in, what went on and why the rest dropped."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, step: str, n_in: int, n_out: int, dropped: dict[str, int] | Counter | None = None) -> None:
+        dropped = {k: int(v) for k, v in (dropped or {}).items() if v}
+        if n_in - n_out != sum(dropped.values()):
+            raise ValueError(f"funnel step {step!r}: {n_in} in, {n_out} out, but drops add to "
+                             f"{sum(dropped.values())}: every drop needs a reason")
+        self.steps.append({"step": step, "in": n_in, "out": n_out, "dropped": dropped})
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"step": s["step"], "in": s["in"], "out": s["out"],
+                              "dropped": ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"}
+                             for s in self.steps])
+
+
+def write_stage(stage_dir: Path, rows: list[dict[str, Any]] | pd.DataFrame, *, stage: str,
+                settings_hash: str, funnel: Funnel | None = None, counts: dict[str, Any] | None = None,
+                inputs: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write rows + manifest atomically (temp file, then rename) and return the stage folder."""
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    tmp = stage_dir / f".{DATA_FILE}.tmp"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, stage_dir / DATA_FILE)
+    manifest = {
+        "stage": stage,
+        "rows": len(df),
+        "settings_hash": settings_hash,
+        "counts": counts or {},
+        "funnel": (funnel or Funnel()).steps,
+        "inputs": inputs or {},
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **(extra or {}),
+    }
+    tmp = stage_dir / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, stage_dir / MANIFEST_FILE)
+    return stage_dir
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any]:
+    p = Path(stage_dir) / MANIFEST_FILE
+    if not p.exists():
+        raise FileNotFoundError(f"{p} does not exist: run the notebook that writes {Path(stage_dir).name} first")
+    return json.loads(p.read_text())
+
+
+def load_stage(stage_dir: Path, as_pandas: bool = True):
+    """The rows of an earlier stage, as a DataFrame (default) or a `datasets.Dataset`."""
+    read_manifest(stage_dir)  # clear error when the stage has not run
+    path = Path(stage_dir) / DATA_FILE
+    if as_pandas:
+        return pd.read_parquet(path)
+    import datasets
+
+    return datasets.Dataset.from_parquet(str(path))

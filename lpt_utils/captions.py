@@ -1,0 +1,229 @@
+"""Caption sources: images with dense descriptions, the input of stage 1.
+
+- `docci`: Google's DOCCI release as published — a descriptions JSON-lines file (`example_id`,
+  `split`, `image_file`, `description`) beside an `images/` folder.
+- `table`: any JSONL or CSV file of image paths and descriptions (the user names the columns).
+- `hf`: any Hugging Face dataset on disk (`save_to_disk` folder or a local data folder), with an
+  image column holding images or paths, and a description column.
+- `synthetic`: the tiny world's scenes, written in DOCCI's own layout and read by the DOCCI loader.
+
+A record whose image is missing or unreadable, or whose description is empty, is skipped, counted
+by reason in a `SourceReport` and never crashes the load.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image
+
+
+@dataclass
+class CaptionRecord:
+    image_id: str
+    image_path: str
+    description: str
+    split: str = ""
+    source: str = ""
+
+
+@dataclass
+class SourceReport:
+    """What a load kept and what it skipped, by reason (with a few example ids per reason)."""
+
+    source: str
+    total: int = 0
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, record_id: str) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, [])
+        if len(self.examples[reason]) < 5:
+            self.examples[reason].append(record_id)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "total": self.total, "kept": self.kept,
+                "skipped": dict(self.skipped), "skipped_examples": self.examples}
+
+    def __str__(self) -> str:
+        s = f"{self.source}: {self.kept}/{self.total} records kept"
+        if self.skipped:
+            s += "; skipped " + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+        return s
+
+
+def image_problem(path: Path) -> str:
+    """'' if the file is a readable image, else why not."""
+    if not path.is_file():
+        return "missing_image"
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception:  # PIL raises many types for corrupt files
+        return "unreadable_image"
+    return ""
+
+
+def _check(rows: Iterable[tuple[str, Path, Any, str]], report: SourceReport) -> list[CaptionRecord]:
+    out, seen = [], set()
+    for image_id, path, description, split in rows:
+        report.total += 1
+        desc = description.strip() if isinstance(description, str) else ""
+        if not image_id:
+            report.skip("missing_id", f"row {report.total}")
+        elif image_id in seen:
+            report.skip("duplicate_id", image_id)
+        elif not desc:
+            report.skip("empty_description", image_id)
+        elif problem := image_problem(path):
+            report.skip(problem, image_id)
+        else:
+            seen.add(image_id)
+            out.append(CaptionRecord(image_id=image_id, image_path=str(path.resolve()), description=desc,
+                                     split=split, source=report.source))
+    report.kept = len(out)
+    return out
+
+
+def _read_jsonl(path: Path, report: SourceReport) -> list[dict[str, Any]]:
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            report.total += 1
+            report.skip("malformed_line", f"line {i}")
+    return rows
+
+
+def find_docci_file(path: Path) -> Path:
+    """The descriptions file of a DOCCI-layout folder (or the file itself)."""
+    if path.is_file():
+        return path
+    for pattern in ("docci_descriptions.jsonlines", "*.jsonlines", "descriptions.jsonl", "*.jsonl"):
+        hits = sorted(path.glob(pattern))
+        if hits:
+            return hits[0]
+    raise FileNotFoundError(f"no DOCCI descriptions file (*.jsonlines / *.jsonl) in {path}")
+
+
+def load_docci(path: str | Path, split: str | None = "train") -> tuple[list[CaptionRecord], SourceReport]:
+    """DOCCI as Google publishes it; `split=None` keeps every split."""
+    path = Path(path)
+    desc_file = find_docci_file(path)
+    images = desc_file.parent / "images"
+    report = SourceReport(source=f"docci:{desc_file}")
+    rows = [r for r in _read_jsonl(desc_file, report) if split is None or r.get("split") == split]
+    return _check(((str(r.get("example_id") or ""), images / str(r.get("image_file") or "?"),
+                    r.get("description"), r.get("split", "")) for r in rows), report), report
+
+
+def load_table(path: str | Path, image_column: str, description_column: str,
+               id_column: str | None = None, image_root: str | Path | None = None
+               ) -> tuple[list[CaptionRecord], SourceReport]:
+    """A JSONL or CSV file of image paths + descriptions. Relative paths are taken from
+    `image_root`, else from the file's folder."""
+    path = Path(path)
+    report = SourceReport(source=f"table:{path}")
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    elif path.suffix in (".jsonl", ".jsonlines", ".json"):
+        rows = _read_jsonl(path, report)
+    else:
+        raise ValueError(f"table source {path}: expected .csv or .jsonl")
+    if rows and (image_column not in rows[0] or description_column not in rows[0]):
+        raise KeyError(f"{path} has columns {sorted(rows[0])}; the profile names image column "
+                       f"{image_column!r} and description column {description_column!r}")
+    root = Path(image_root) if image_root else path.parent
+    return _check(((str(r.get(id_column) if id_column else i), root / str(r.get(image_column) or "?"),
+                    r.get(description_column), str(r.get("split", ""))) for i, r in enumerate(rows)),
+                  report), report
+
+
+def load_hf(path: str | Path, image_column: str, description_column: str, id_column: str | None,
+            image_cache_dir: str | Path, split: str | None = "train"
+            ) -> tuple[list[CaptionRecord], SourceReport]:
+    """A Hugging Face dataset on disk. Images held in the dataset are written once as PNG files to
+    `image_cache_dir` (later stages and the inspector need paths)."""
+    import datasets
+
+    path = Path(path)
+    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split or "train"]
+    else:
+        ds = datasets.load_dataset(str(path), split=split or "train")
+    for col in (image_column, description_column):
+        if col not in ds.column_names:
+            raise KeyError(f"{path} has columns {ds.column_names}; no column {col!r}")
+    cache = Path(image_cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    report = SourceReport(source=f"hf:{path}")
+    ds = ds.cast_column(image_column, datasets.Image(decode=False)) if isinstance(
+        ds.features[image_column], datasets.Image) else ds
+
+    def rows():
+        for i, r in enumerate(ds):
+            image_id = str(r[id_column]) if id_column else str(i)
+            img = r[image_column]
+            if isinstance(img, dict):  # an Image feature, undecoded: bytes and/or a path
+                if img.get("bytes"):
+                    # The bytes as stored (no re-encoding); a corrupt one fails the image check.
+                    p = cache / f"{image_id}{Path(img.get('path') or 'x.img').suffix or '.img'}"
+                    if not p.exists():
+                        p.write_bytes(img["bytes"])
+                else:
+                    p = Path(img.get("path") or "?")
+            else:
+                p = Path(str(img)) if img else Path("?")
+            yield image_id, p, r[description_column], split or ""
+
+    return _check(rows(), report), report
+
+
+def take_subset(records: list[CaptionRecord], num_images: int | str, seed: int = 42) -> list[CaptionRecord]:
+    """The first `num_images` after a seeded shuffle of the records sorted by id (so the subset
+    does not depend on file order); 'all' keeps every record (shuffled the same way)."""
+    ordered = sorted(records, key=lambda r: r.image_id)
+    random.Random(seed).shuffle(ordered)
+    if num_images == "all":
+        return ordered
+    if not isinstance(num_images, int) or num_images <= 0:
+        raise ValueError(f"num_images must be a positive integer or 'all', got {num_images!r}")
+    return ordered[:num_images]
+
+
+def load_captions(data: dict[str, Any], work_dir: Path) -> tuple[list[CaptionRecord], SourceReport]:
+    """Dispatch on `data.source` (the profile's `data` section). `work_dir` is where a source may
+    write files (synthetic scenes, images exported from a dataset)."""
+    source = data["source"]
+    if source == "synthetic":
+        from lpt_utils.tiny_world.scenes import make_scene_set
+
+        syn = data["synthetic"]
+        folder = make_scene_set(Path(work_dir) / "scenes_train", n=syn["n_train"], split="train",
+                                seed=syn["seed"])
+        return load_docci(folder, split="train")
+    if not data.get("path"):
+        raise ValueError(f"data.source={source!r} needs data.path")
+    if source == "docci":
+        return load_docci(data["path"], split=data.get("split"))
+    if source == "table":
+        return load_table(data["path"], data["image_column"], data["description_column"],
+                          data.get("id_column"), data.get("image_root"))
+    if source == "hf":
+        return load_hf(data["path"], data["image_column"], data["description_column"],
+                       data.get("id_column"), Path(work_dir) / "images", split=data.get("split"))
+    raise ValueError(f"unknown data.source {source!r}: docci | table | hf | synthetic")

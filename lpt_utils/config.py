@@ -1,0 +1,173 @@
+"""Profiles: one YAML per scale (`tiny`, `paper`, `released_code`, `api`), the single source of truth
+for every model id, sampling parameter, backend and size a run uses.
+
+A profile may name a parent with `inherits:` and state only what differs (mappings merge key by key,
+everything else replaces). Notebooks take a profile name, a run name and single-value overrides
+(dotted keys, e.g. ``{"mcq.writer.sampling.temperature": 0.5}``) as papermill parameters; an override
+of a key the profile does not have is an error, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The stage folders under outputs/<run>/, in pipeline order.
+STAGES = {
+    "sources": "00_sources",  # images a source writes: synthetic scenes, images exported from a dataset
+    "mcq": "01_mcq",
+    "simple_cot": "02_simple_cot",
+    "long_cot": "03_long_cot",
+    "training_data": "04_training_data",
+    "sft": "05_sft",
+    "dpo": "06_dpo",
+    "eval": "07_eval",
+}
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def profile_path(name: str) -> Path:
+    """A profile name (`tiny`) or a path to a YAML file of one's own."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    p = PROFILE_DIR / f"{name}.yaml"
+    if not p.exists():
+        known = ", ".join(available_profiles())
+        raise FileNotFoundError(f"no profile named {name!r} (known: {known}; or pass a .yaml path)")
+    return p
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """`child` over `base`: mappings merge recursively, any other value replaces."""
+    out = copy.deepcopy(base)
+    for k, v in child.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def load_profile(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a profile and everything it inherits from, merged (without the `inherits` key)."""
+    path = profile_path(name)
+    if str(path) in _seen:
+        raise ValueError(f"profile inheritance loops: {' -> '.join(_seen + (str(path),))}")
+    data = yaml.safe_load(path.read_text()) or {}
+    parent = data.pop("inherits", None)
+    if parent:
+        data = deep_merge(load_profile(parent, _seen + (str(path),)), data)
+    return data
+
+
+def _flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in d.items():
+        keys.append(prefix + k)
+        if isinstance(v, dict):
+            keys += _flat_keys(v, prefix + k + ".")
+    return keys
+
+
+def apply_overrides(settings: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys; each must already exist in the profile."""
+    out = copy.deepcopy(settings)
+    for dotted, value in (overrides or {}).items():
+        parts = dotted.split(".")
+        node = out
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                near = difflib.get_close_matches(dotted, _flat_keys(settings), n=3)
+                hint = f" (did you mean {', '.join(near)}?)" if near else ""
+                raise KeyError(f"override {dotted!r}: the profile has no such setting{hint}")
+            if i == len(parts) - 1:
+                node[part] = copy.deepcopy(value)
+            else:
+                node = node[part]
+    return out
+
+
+def settings_hash(obj: Any) -> str:
+    """A short, stable hash of (part of) the settings, for manifests and caches."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Run:
+    """One run: a profile resolved with overrides, and the folders it reads and writes."""
+
+    profile: str
+    name: str
+    settings: dict[str, Any]
+    root: Path = field(default=REPO_ROOT)
+
+    def _path(self, key: str) -> Path:
+        p = Path(self.settings["paths"][key])
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def run_dir(self) -> Path:
+        return self._path("outputs") / self.name
+
+    @property
+    def figures_dir(self) -> Path:
+        d = self._path("figures") / self.name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    @property
+    def models_dir(self) -> Path:
+        return self._path("models")
+
+    def stage_dir(self, stage: str) -> Path:
+        """`outputs/<run>/<NN_stage>/` for a stage key (`mcq`) or folder name (`01_mcq`)."""
+        folder = STAGES.get(stage, stage)
+        if folder not in STAGES.values():
+            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        return self.run_dir / folder
+
+    def section_hash(self, *sections: str) -> str:
+        return settings_hash({s: self.settings.get(s) for s in sections})
+
+    def save(self) -> Path:
+        """Write the resolved settings to `outputs/<run>/settings.yaml`."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        p = self.run_dir / "settings.yaml"
+        doc = {"profile": self.profile, "run": self.name, "settings_hash": settings_hash(self.settings),
+               "settings": self.settings}
+        p.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return p
+
+
+def resolve_run(profile: str = "tiny", run: str | None = None,
+                overrides: dict[str, Any] | None = None, root: Path | None = None) -> Run:
+    """Profile + overrides → a `Run` whose resolved settings are saved in its folder."""
+    run = run or profile
+    if not _RUN_NAME.match(run):
+        raise ValueError(f"run name {run!r}: use letters, digits, '.', '_' and '-'")
+    settings = apply_overrides(load_profile(profile), overrides)
+    r = Run(profile=profile, name=run, settings=settings, root=Path(root) if root else REPO_ROOT)
+    r.save()
+    return r
+
+
+def show(settings: dict[str, Any], sections: tuple[str, ...] | None = None) -> str:
+    """The settings (or some sections) as YAML text, for printing in a notebook."""
+    part = {k: v for k, v in settings.items() if sections is None or k in sections}
+    return yaml.safe_dump(part, sort_keys=False)

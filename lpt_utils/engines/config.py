@@ -1,0 +1,96 @@
+"""Engine settings: which backend runs which model, and every knob that shapes its outputs.
+
+An `EngineConfig` is plain data, built in a notebook or from a profile dictionary with
+`EngineConfig.from_dict`, which rejects unknown keys so a misspelt setting fails loudly instead of
+being silently ignored. API keys are never part of a config: `api_key_env` names the environment
+variable that holds the key, and the key itself is read from the environment by the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("vllm", "openai", "hf")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run a model.
+
+    - `model`: a Hugging Face id, a local directory, or ``"tiny:<name>"`` (a tiny model built
+      locally by `lpt_utils.tiny_world.models`); see `resolve_model`.
+    - `max_pixels` / `longest_side`: the image size cap, applied by our own resize before any
+      backend sees the image (`lpt_utils.engines.images`), so every backend gets the same pixels.
+      `longest_side` first scales the image so its longer side has that length; `max_pixels` then
+      shrinks it (never enlarges) until its area is at most that many pixels.
+    - `seed`: seeds the engine (vLLM ``LLM(seed=...)``, torch for the hf backend).
+    - `base_url`, `api_key_env`, `concurrency`, `timeout_s`, `max_retries`, `retry_backoff_s`:
+      the OpenAI-compatible HTTP backend (`max_retries` retries after the first attempt; the wait
+      before retry i is about ``retry_backoff_s * 2**i`` seconds plus jitter, capped at a minute).
+    - `batch_size`: how many requests `run_requests` hands the engine at once (and so how many are
+      lost at most when a run is killed).
+    """
+
+    model: str
+    backend: str = "vllm"
+    dtype: str = "float32"
+    max_model_len: int = 4096
+    max_pixels: int | None = None
+    longest_side: int | None = None
+    enforce_eager: bool = True
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    seed: int = 0
+    base_url: str | None = None
+    api_key_env: str | None = None
+    concurrency: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 5
+    retry_backoff_s: float = 1.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"EngineConfig.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"EngineConfig.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not self.model:
+            raise ValueError("EngineConfig.model is empty")
+        for name in ("max_model_len", "tensor_parallel_size", "concurrency", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_pixels", "longest_side"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"EngineConfig.{name} must be None or >= 1, got {v}")
+        if self.max_retries < 0 or self.timeout_s <= 0 or self.retry_backoff_s < 0:
+            raise ValueError("EngineConfig: max_retries >= 0, timeout_s > 0, retry_backoff_s >= 0")
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("EngineConfig.backend='openai' needs base_url")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EngineConfig":
+        """Build from a dictionary (e.g. a profile). Unknown keys raise a ValueError naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown EngineConfig key(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_model(model: str, models_dir: Path) -> str:
+    """The path or id a backend should load: ``"tiny:<name>"`` becomes the local directory of that
+    tiny model (built on first use under `models_dir`); anything else is returned unchanged."""
+    if model.startswith("tiny:"):
+        from lpt_utils.tiny_world.models import ensure_model  # lazy: builds with torch
+
+        return str(ensure_model(model[len("tiny:"):], Path(models_dir)))
+    return model

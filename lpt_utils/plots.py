@@ -1,0 +1,87 @@
+"""Figures the notebooks show and save under `figures/<run>/`: small, readable, one function each."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from PIL import Image
+
+
+def save(fig, figures_dir: Path, name: str) -> Path:
+    """Save as PNG (and keep the figure open for the notebook to display)."""
+    path = Path(figures_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def mcq_cards(rows: pd.DataFrame, n: int = 3, width: int = 60):
+    """A few MCQs beside their images: question, options (right one marked), type."""
+    rows = rows.head(n)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.6]})
+    for (ax_img, ax_txt), (_, r) in zip(axes, rows.iterrows()):
+        with Image.open(r["image_path"]) as im:
+            ax_img.imshow(im.convert("RGB"))
+        ax_img.set_axis_off()
+        ax_img.set_title(r["mcq_id"], fontsize=8)
+        lines = textwrap.wrap(r["question"], width) + [""]
+        for i, c in enumerate(r["choices"]):
+            mark = "✔" if r["is_valid"] and chr(65 + i) == r["answer_letter"] else " "
+            lines += textwrap.wrap(f"{mark} ({chr(65 + i)}) {c}", width)
+        lines += ["", f"type: {r['question_type']}",
+                  f"forms: {r['choice_form']} / {r['answer_form']}"]
+        if not r["is_valid"]:
+            lines += [f"INVALID: {r['invalid_reason']}"]
+        ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=9, family="monospace")
+        ax_txt.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def bar_counts(counts: pd.Series, title: str, xlabel: str = "count"):
+    """A horizontal bar chart of counts (largest on top)."""
+    counts = counts.sort_values()
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(counts) + 1.2))
+    ax.barh([str(i) for i in counts.index], counts.values, color="#4C72B0")
+    for y, v in enumerate(counts.values):
+        ax.text(v, y, f" {v}", va="center", fontsize=8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    return fig
+
+
+def funnel_chart(funnel_steps: list[dict], title: str):
+    """The stage's funnel: kept vs dropped per step, with the drop reasons."""
+    fig, ax = plt.subplots(figsize=(8, 0.8 * len(funnel_steps) + 1))
+    for y, s in enumerate(reversed(funnel_steps)):
+        ax.barh(y, s["out"], color="#55A868")
+        ax.barh(y, s["in"] - s["out"], left=s["out"], color="#C44E52")
+        why = ", ".join(f"{k} {v}" for k, v in s["dropped"].items())
+        ax.text(s["in"], y, f"  {s['out']}/{s['in']}" + (f"  ({why})" if why else ""), va="center", fontsize=8)
+    ax.set_yticks(range(len(funnel_steps)), [s["step"] for s in reversed(funnel_steps)], fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def caption_cards(records, n: int = 3, width: int = 70, max_lines: int = 14):
+    """A few caption records: the image and the start of its description."""
+    records = list(records)[:n]
+    fig, axes = plt.subplots(len(records), 2, figsize=(10, 2.8 * len(records)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.8]})
+    for (ax_img, ax_txt), r in zip(axes, records):
+        with Image.open(r.image_path) as im:
+            ax_img.imshow(im.convert("RGB"))
+        ax_img.set_axis_off()
+        ax_img.set_title(r.image_id, fontsize=8)
+        lines = textwrap.wrap(r.description, width)
+        text = "\n".join(lines[:max_lines]) + (" …" if len(lines) > max_lines else "")
+        ax_txt.text(0, 1, text, va="top", ha="left", fontsize=8)
+        ax_txt.set_axis_off()
+    fig.tight_layout()
+    return fig

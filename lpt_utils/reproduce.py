@@ -1,0 +1,80 @@
+"""Run the numbered notebooks in order with papermill: the whole paper, one profile, one run.
+
+    python -m lpt_utils.reproduce --profile tiny --run tiny
+    python -m lpt_utils.reproduce --profile paper --run paper-500 --only 01 02 -o data.num_images=1000
+
+Executed copies go to `outputs/<run>/notebooks/`; wall times to `outputs/<run>/timings.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lpt_utils.config import REPO_ROOT, resolve_run
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+KERNEL = "lpt"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The numbered notebooks, in order; `only` filters by number prefix ("01") or name."""
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        found = [p for p in found if any(p.stem.startswith(o) or p.stem == o for o in only)]
+        if not found:
+            raise SystemExit(f"no notebook matches {only}")
+    return found
+
+
+def run_notebook(path: Path, profile: str, run: str, overrides: dict[str, Any] | None = None,
+                 out_dir: Path | None = None, kernel: str = KERNEL) -> Path:
+    """Execute one notebook with papermill; returns the executed copy's path."""
+    import papermill
+
+    out_dir = Path(out_dir) if out_dir else resolve_run(profile, run, overrides).run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    papermill.execute_notebook(str(path), str(out), kernel_name=kernel, cwd=str(path.parent),
+                               parameters={"profile": profile, "run": run, "overrides": overrides or {}},
+                               progress_bar=False, log_output=False)
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"override {text!r}: expected key=value")
+    return key, yaml.safe_load(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--run", default=None, help="run name (default: the profile's name)")
+    ap.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 01 02")
+    ap.add_argument("-o", "--override", action="append", type=parse_override, default=[],
+                    help="dotted.key=value (YAML value), repeatable")
+    args = ap.parse_args(argv)
+    run = args.run or args.profile
+    overrides = dict(args.override)
+    run_dir = resolve_run(args.profile, run, overrides).run_dir
+    timings_path = run_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    for nb in notebooks(args.only):
+        t0 = time.time()
+        print(f"[{time.strftime('%H:%M:%S')}] {nb.name} (profile={args.profile}, run={run})", flush=True)
+        out = run_notebook(nb, args.profile, run, overrides)
+        timings[nb.stem] = round(time.time() - t0, 1)
+        timings_path.write_text(json.dumps(timings, indent=2))
+        print(f"    done in {timings[nb.stem]} s -> {out}", flush=True)
+    print(f"timings: {timings_path}  total {sum(timings.values()):.0f} s")
+
+
+if __name__ == "__main__":
+    main()

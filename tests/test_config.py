@@ -1,0 +1,74 @@
+"""Profiles: inheritance, overrides, run folders."""
+
+import pytest
+import yaml
+
+from lpt_utils import config
+
+
+def test_every_profile_loads_and_tiny_inherits_paper():
+    for name in config.available_profiles():
+        s = config.load_profile(name)
+        assert "inherits" not in s and {"paths", "data", "mcq"} <= set(s), name
+    paper, tiny = config.load_profile("paper"), config.load_profile("tiny")
+    assert paper["mcq"]["writer"]["engine"]["model"] == "gpt-4o-2024-08-06"
+    assert paper["mcq"]["writer"]["sampling"]["temperature"] == 0.7
+    assert paper["mcq"]["reformatter"]["sampling"]["temperature"] == 0.0
+    assert paper["data"]["num_images"] == 500 and paper["data"]["subset_seed"] == 42
+    # tiny states only what differs: inherited values stay
+    assert tiny["mcq"]["writer"]["engine"]["backend"] == "vllm"
+    assert tiny["mcq"]["writer"]["sampling"]["temperature"] == 0.7
+    assert tiny["mcq"]["answer_forms"] == paper["mcq"]["answer_forms"]
+
+
+def test_profiles_build_valid_engine_configs():
+    from lpt_utils.engines import EngineConfig
+
+    for name in config.available_profiles():
+        s = config.load_profile(name)
+        for role in ("writer", "reformatter"):
+            EngineConfig.from_dict(s["mcq"][role]["engine"])
+
+
+def test_no_profile_holds_a_secret():
+    for p in config.PROFILE_DIR.glob("*.yaml"):
+        text = p.read_text().lower()
+        assert "sk-" not in text and "api_key:" not in text, p
+
+
+def test_overrides_set_existing_keys_only():
+    s = config.apply_overrides(config.load_profile("tiny"), {"mcq.writer.sampling.temperature": 0.3,
+                                                             "data.num_images": "all"})
+    assert s["mcq"]["writer"]["sampling"]["temperature"] == 0.3 and s["data"]["num_images"] == "all"
+    with pytest.raises(KeyError, match="did you mean"):
+        config.apply_overrides(s, {"mcq.writer.sampling.temprature": 0.3})
+
+
+def test_inheritance_merges_and_detects_loops(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"inherits": "tiny", "data": {"num_images": 3}}))
+    s = config.load_profile(str(tmp_path / "a.yaml"))
+    assert s["data"]["num_images"] == 3 and s["data"]["source"] == "synthetic"
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"inherits": str(tmp_path / "c.yaml")}))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"inherits": str(tmp_path / "b.yaml")}))
+    with pytest.raises(ValueError, match="loops"):
+        config.load_profile(str(tmp_path / "b.yaml"))
+    with pytest.raises(FileNotFoundError, match="known"):
+        config.load_profile("no_such_profile")
+
+
+def test_resolve_run_saves_settings_and_names_stage_dirs(tmp_path):
+    r = config.resolve_run("tiny", "t1", {"paths.outputs": str(tmp_path / "o"),
+                                          "paths.figures": str(tmp_path / "f")})
+    saved = yaml.safe_load((tmp_path / "o" / "t1" / "settings.yaml").read_text())
+    assert saved["profile"] == "tiny" and saved["settings"] == r.settings
+    assert saved["settings_hash"] == config.settings_hash(r.settings)
+    assert r.stage_dir("mcq") == tmp_path / "o" / "t1" / "01_mcq"
+    assert r.stage_dir("07_eval").name == "07_eval"
+    assert r.figures_dir == tmp_path / "f" / "t1"
+    with pytest.raises(ValueError):
+        config.resolve_run("tiny", "../escape")
+    # the hash of a section moves only with that section
+    r2 = config.resolve_run("tiny", "t2", {"paths.outputs": str(tmp_path / "o"), "seed": 5})
+    assert r2.section_hash("data", "mcq") == r.section_hash("data", "mcq")
+    r3 = config.resolve_run("tiny", "t3", {"paths.outputs": str(tmp_path / "o"), "mcq.randomise_seed": 1})
+    assert r3.section_hash("data", "mcq") != r.section_hash("data", "mcq")

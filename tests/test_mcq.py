@@ -1,0 +1,129 @@
+"""Stage 1: parsing, validity, randomisation and the student prompt."""
+
+import random
+
+import pytest
+
+from lpt_utils import mcq
+
+
+def tagged(question="What colour is the ball?", choices="(A) red (B) blue (C) green (D) yellow",
+           answer="blue", qtype="recognition"):
+    return (f"<question>{question}</question> <choices>{choices}</choices> "
+            f"<answer>{answer}</answer> <type>{qtype}</type>")
+
+
+def first(text):
+    return mcq.parse_tagged_list(text)[0]
+
+
+def test_format_then_parse_round_trip():
+    items = [{"question": "How many cups?", "choices": ["one", "two", "three", "four"], "answer": "two",
+              "type": "Counting and Quantification"},
+             {"question": "Where is the cat?", "choices": ["left", "right", "top", "bottom"],
+              "answer": "left", "type": "spatial & relational"}]
+    parsed = mcq.parse_tagged_list(mcq.format_tagged_list(items))
+    assert [p.question for p in parsed] == ["How many cups?", "Where is the cat?"]
+    assert parsed[0].choices == ["one", "two", "three", "four"]
+    assert parsed[0].qtype == "counting and quantification"
+    assert parsed[1].qtype == "spatial and relational"
+    assert all(mcq.validity(p) == "" for p in parsed)
+
+
+@pytest.mark.parametrize("choices", [
+    "(A) red (B) blue (C) green (D) yellow",
+    "A. red\nB. blue\nC. green\nD. yellow",
+    "A) red; B) blue; C) green; D) yellow",
+])
+def test_option_styles(choices):
+    assert first(tagged(choices=choices)).choices == ["red", "blue", "green", "yellow"]
+
+
+def test_out_of_sequence_letter_is_option_text():
+    it = first(tagged(choices="(A) Plan A. first (B) two (C) three (D) four", answer="two"))
+    assert it.choices == ["Plan A. first", "two", "three", "four"]
+
+
+@pytest.mark.parametrize("text,reason", [
+    (tagged(choices="(A) red (B) blue (C) green"), "option_count_3"),
+    (tagged(choices="(A) red (B) blue (C) green (D) yellow (E) pink"), "option_count_5"),
+    (tagged(choices="(A) red (B) Blue (C) green (D) blue"), "duplicate_options"),
+    (tagged(answer="purple"), "answer_matches_no_option"),
+    (tagged(question=""), "missing_question"),
+    (tagged(answer=""), "missing_answer"),
+    (tagged(choices=""), "option_count_0"),
+])
+def test_invalid_reasons(text, reason):
+    assert mcq.validity(first(text)) == reason
+
+
+def test_answer_matching_two_options_is_invalid():
+    it = mcq.ParsedItem(0, "q?", ["red", "blue", "Red ", "green"], "red", "recognition", "")
+    assert mcq.validity(it) in ("duplicate_options", "answer_matches_several_options")
+    assert mcq.match_answer_to_options("red", ["red", "blue", "red.", "green"]) == [0, 2]
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("blue", [1]), ("Blue.", [1]), ("(B)", [1]), ("B.", [1]), ("(B) blue", [1]), ("b", [1]),
+    ("(B) green", []), ("(F)", []),
+])
+def test_answer_forms_of_the_writer(answer, expected):
+    assert mcq.match_answer_to_options(answer, ["red", "blue", "green", "yellow"]) == expected
+
+
+def test_malformed_responses_parse_to_nothing_or_flagged():
+    assert mcq.parse_tagged_list("") == []
+    assert mcq.parse_tagged_list("Sorry, I cannot help with that.") == []
+    # truncated mid-item: still returned, flagged invalid rather than dropped
+    items = mcq.parse_tagged_list(tagged() + "\n2. <question>How many dogs?</question> <choices>(A) one (B")
+    assert len(items) == 2 and mcq.validity(items[0]) == "" and mcq.validity(items[1]) != ""
+
+
+def test_randomisation_is_deterministic_and_row_order_independent():
+    resp = "\n".join(f"{i}. " + tagged(question=f"Q{i}?", answer="green") for i in range(1, 6))
+    a = mcq.mcqs_from_responses("img1", "/x.png", "d", resp, resp, seed=42)
+    b = mcq.mcqs_from_responses("img1", "/x.png", "d", resp, resp, seed=42)
+    assert [m.to_row() for m in a] == [m.to_row() for m in b]
+    for m in a:  # the right answer survives the shuffle
+        assert m.choices[mcq.LETTERS.index(m.answer_letter)] == "green"
+        assert sorted(m.choices) == sorted(["red", "blue", "green", "yellow"])
+    # one MCQ's draw does not depend on which other MCQs exist or their order
+    one = mcq.randomise(["red", "blue", "green", "yellow"], 2, 42, "img1-q03")
+    assert (one[0], one[2], one[3]) == (a[3].choices, a[3].choice_form, a[3].answer_form)
+    other_seed = mcq.mcqs_from_responses("img1", "/x.png", "d", resp, resp, seed=7)
+    assert [m.choices for m in other_seed] != [m.choices for m in a]
+
+
+def test_randomisation_covers_forms_and_positions():
+    rng = random.Random(0)
+    letters, forms = set(), set()
+    for i in range(200):
+        ch, right, cf, af = mcq.randomise(["a", "b", "c", "d"], 0, 42, f"id{rng.random()}")
+        letters.add(right)
+        forms.add((cf, af))
+    assert letters == {0, 1, 2, 3}
+    assert len(forms) == len(mcq.CHOICE_FORMS) * len(mcq.ANSWER_FORMS)
+
+
+def test_student_prompt_parts():
+    [m] = mcq.mcqs_from_responses("img", "/img.png", "d", "1. " + tagged(), "1. " + tagged(), seed=1)
+    msgs = mcq.student_messages(m)
+    system, user = msgs[0]["content"], msgs[1]["content"]
+    assert "<think>" in system and "<answer>" in system
+    assert "recognition" in system
+    assert mcq.ANSWER_FORMS[m.answer_form] in system
+    assert user[0] == {"type": "image", "image": "/img.png"}
+    text = user[1]["text"]
+    assert text.startswith("What colour is the ball?")
+    assert "select from the following choices" in text.lower()
+    for line in m.choice_lines():
+        assert line in text
+    assert mcq.answer_in_form(m) in {f"({m.answer_letter})", f"{m.answer_letter}.", "blue"}
+
+
+def test_writer_prompt_asks_for_the_paper_parts():
+    system = mcq.writer_messages("A red ball.")[0]["content"].lower()
+    for part in ("four options", "<question>", "<choices>", "<answer>", "<type>", "spatial and relational",
+                 "counting and quantification", "recognition", "general knowledge", "short phrase"):
+        assert part in system, part
+    assert mcq.writer_messages(" A red ball. ")[1]["content"].endswith("A red ball.")

@@ -1,0 +1,170 @@
+"""The result store and `run_requests`: resume after a crash, exactly-once answers, corrupt lines.
+
+`CountingEngine` is a deterministic stand-in for a backend (a test double for the store logic;
+the real backends are tested in test_engines_*.py). Run as a script, this module is the worker
+that the SIGKILL test kills mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lpt_utils.engines import GenerationRequest, GenerationResult, RequestStore, SamplingSettings, run_requests  # noqa: E402
+
+
+class CountingEngine:
+    """Answers prompt p with texts "p#0".."p#{n-1}"; optionally fails on batch `fail_on_batch`
+    (1-based) or sleeps per batch. Records every request it was asked."""
+
+    fingerprint = "counting-engine"
+
+    def __init__(self, batch_size: int = 3, fail_on_batch: int | None = None, sleep_s: float = 0.0):
+        self.batch_size = batch_size
+        self.fail_on_batch = fail_on_batch
+        self.sleep_s = sleep_s
+        self.batches = 0
+        self.seen: list[str] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.batches += 1
+        if self.fail_on_batch == self.batches:
+            raise RuntimeError("engine died")
+        time.sleep(self.sleep_s)
+        self.seen += [r.prompt for r in requests]
+        return [
+            GenerationResult(
+                key=r.key(self.fingerprint),
+                texts=[f"{r.prompt}#{i}" for i in range(r.sampling.n)],
+                num_tokens=[len(r.prompt)] * r.sampling.n,
+                finish_reasons=["stop"] * r.sampling.n,
+            )
+            for r in requests
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def make_requests(n: int, samples: int = 2) -> list[GenerationRequest]:
+    return [GenerationRequest(prompt=f"p{i}", sampling=SamplingSettings(n=samples), meta={"i": i}) for i in range(n)]
+
+
+def file_keys(path: Path) -> list[str]:
+    return [json.loads(line)["key"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_answers(results, requests) -> None:
+    assert [r.texts for r in results] == [[f"{q.prompt}#0", f"{q.prompt}#1"] for q in requests]
+    assert [r.meta for r in results] == [q.meta for q in requests]
+
+
+def test_resume_after_crash_answers_each_request_once(tmp_path: Path):
+    path = tmp_path / "gen.jsonl"
+    requests = make_requests(10)
+    with pytest.raises(RuntimeError, match="engine died"):
+        run_requests(CountingEngine(fail_on_batch=3), requests, RequestStore(path))
+    before = path.read_bytes()
+    assert len(file_keys(path)) == 6  # two batches of 3 finished before the crash
+
+    engine = CountingEngine()
+    results = run_requests(engine, requests, RequestStore(path))
+    check_answers(results, requests)
+    assert engine.seen == [f"p{i}" for i in range(6, 10)]
+    assert results.stats.from_store == 6 and results.stats.generated == 4
+    keys = file_keys(path)
+    assert len(keys) == len(set(keys)) == 10
+    assert path.read_bytes().startswith(before)  # earlier results untouched
+
+    again = CountingEngine()
+    run_requests(again, requests, RequestStore(path))
+    assert again.seen == [] and path.read_bytes().count(b"\n") == 10
+
+
+def test_duplicates_within_a_call_are_generated_once(tmp_path: Path):
+    reqs = make_requests(3) + make_requests(3)
+    for j, r in enumerate(reqs):
+        r.meta = {"j": j}
+    engine = CountingEngine(batch_size=2)
+    results = run_requests(engine, reqs, RequestStore(tmp_path / "s.jsonl"))
+    assert engine.seen == ["p0", "p1", "p2"]
+    assert [r.meta["j"] for r in results] == list(range(6))
+    assert results[0].texts == results[3].texts
+    assert (results.stats.requested, results.stats.unique, results.stats.generated) == (6, 3, 3)
+
+
+def test_truncated_last_line_is_skipped_counted_and_appended_after(tmp_path: Path):
+    path = tmp_path / "s.jsonl"
+    requests = make_requests(4)
+    run_requests(CountingEngine(), requests[:2], RequestStore(path))
+    with open(path, "ab") as f:
+        f.write(b'{"key": "abc", "texts": ["hal')  # a crash mid-write
+    store = RequestStore(path)
+    assert store.corrupt_lines == 1 and len(store) == 2
+
+    results = run_requests(CountingEngine(), requests, store)
+    check_answers(results, requests)
+    reopened = RequestStore(path)
+    assert reopened.corrupt_lines == 1 and len(reopened) == 4
+
+
+def test_corrupt_middle_line_and_duplicate_lines(tmp_path: Path):
+    path = tmp_path / "s.jsonl"
+    run_requests(CountingEngine(), make_requests(2), RequestStore(path))
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "not json", '{"no": "fields"}', lines[1], lines[0]]) + "\n")
+    store = RequestStore(path)
+    assert store.corrupt_lines == 2 and len(store) == 2
+
+
+def test_wrong_number_of_samples_is_never_stored(tmp_path: Path):
+    class Short(CountingEngine):
+        def generate(self, requests):
+            out = super().generate(requests)
+            out[-1].texts = out[-1].texts[:1]
+            return out
+
+    path = tmp_path / "s.jsonl"
+    with pytest.raises(RuntimeError, match="n=2"):
+        run_requests(Short(batch_size=2), make_requests(3), RequestStore(path))
+    assert not path.exists() or path.read_text() == ""
+
+
+def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path):
+    path = tmp_path / "killed.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, __file__, str(path)], env=env)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and (not path.exists() or path.read_bytes().count(b"\n") < 4):
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    before = path.read_bytes()
+    done = len(RequestStore(path))
+    assert 4 <= done < 20
+
+    requests = make_requests(20)
+    engine = CountingEngine(batch_size=2)
+    results = run_requests(engine, requests, RequestStore(path))
+    check_answers(results, requests)
+    assert len(engine.seen) == 20 - done
+    keys = file_keys(path)
+    assert len(keys) == len(set(keys)) == 20
+    assert path.read_bytes().startswith(before)
+
+
+if __name__ == "__main__":  # the worker killed by the test above
+    run_requests(CountingEngine(batch_size=2, sleep_s=0.15), make_requests(20), RequestStore(sys.argv[1]))
