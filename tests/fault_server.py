@@ -5,7 +5,8 @@ then answers normally:
 
 - ``"429"``, ``"500"``, ``"503"``, ``"400"``: that HTTP status with an OpenAI-style error body;
 - ``"hang"``: sleeps `hang_s` seconds before answering (past the client's timeout);
-- ``"drop"``: closes the connection without any response.
+- ``"drop"``: closes the connection without any response;
+- ``"fewer"``: answers with one choice fewer than asked.
 
 Normal answers: choice i of a chat or completion request is ``"reply[i]: <last text>"``. The server
 records every call (path, JSON body, Authorization header) and the largest number of requests
@@ -106,7 +107,10 @@ class FaultServer:
                 await asyncio.sleep(self.hang_s)
             if self.answer_delay_s:
                 await asyncio.sleep(self.answer_delay_s)
-            return web.json_response(self._answer(request.path, body))
+            answer = self._answer(request.path, body)
+            if fault == "fewer":
+                answer["choices"] = answer["choices"][:-1]
+            return web.json_response(answer)
         finally:
             self._in_flight -= 1
 

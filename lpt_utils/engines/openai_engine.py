@@ -171,7 +171,7 @@ class OpenAIEngine:
     async def _call_with_retries(self, client, sem: asyncio.Semaphore, i: int, r: GenerationRequest):
         attempts = AsyncRetrying(
             stop=stop_after_attempt(self.cfg.max_retries + 1),
-            wait=wait_exponential_jitter(initial=self.cfg.retry_backoff_s, max=MAX_BACKOFF_S,
+            wait=wait_exponential_jitter(multiplier=self.cfg.retry_backoff_s, max=MAX_BACKOFF_S,
                                          jitter=self.cfg.retry_backoff_s),
             retry=retry_if_exception(is_retryable),
             before_sleep=lambda st: log.warning(

@@ -1,0 +1,76 @@
+"""End to end: the numbered notebooks, executed with papermill on the tiny profile, as a user runs them.
+
+One chain per test session (module fixture): each notebook runs once into a temporary outputs folder,
+and the tests below check what a user relies on in its artifacts, figures and executed copy.
+"""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lpt_utils import artifacts, config
+from lpt_utils.reproduce import notebooks, run_notebook
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    overrides = {"paths.outputs": str(root / "outputs"), "paths.figures": str(root / "figures")}
+    run = config.resolve_run("tiny", "nbtest", overrides)
+    executed = {}
+    for nb in notebooks():
+        executed[nb.stem[:2]] = run_notebook(nb, "tiny", "nbtest", overrides, out_dir=root / "executed")
+    return run, executed
+
+
+def test_notebooks_are_committed_without_outputs():
+    for nb in notebooks():
+        doc = nbformat.read(nb, as_version=4)
+        assert any("parameters" in c.metadata.get("tags", []) for c in doc.cells), nb.name
+        for c in doc.cells:
+            if c.cell_type == "code":
+                assert not c.outputs and c.execution_count is None, f"{nb.name} has outputs"
+
+
+def test_01_writes_mcqs(tiny_run):
+    run, executed = tiny_run
+    stage = run.stage_dir("mcq")
+    df = artifacts.load_stage(stage)
+    manifest = artifacts.read_manifest(stage)
+    for col in ("mcq_id", "image_id", "image_path", "description", "question", "choices", "answer",
+                "answer_letter", "question_type", "choice_form", "answer_form", "is_valid",
+                "invalid_reason", "raw_response", "reformatted_response"):
+        assert col in df.columns, col
+    valid = df[df.is_valid]
+    assert len(valid) >= 20, manifest["funnel"]
+    assert df.mcq_id.is_unique
+    for _, r in valid.iterrows():
+        assert len(r.choices) == 4 and r.choices["ABCD".index(r.answer_letter)] == r.answer
+        assert Path(r.image_path).exists()
+    assert manifest["counts"]["valid"] == len(valid)
+    assert manifest["funnel"][-1]["out"] == len(valid)
+    assert manifest["settings_hash"] == run.section_hash("data", "mcq")
+    assert (run.figures_dir / "01_question_types.png").stat().st_size > 1000
+    # loadable with datasets, as the artifact promises
+    assert artifacts.load_stage(stage, as_pandas=False).num_rows == len(df)
+    # the executed copy kept its outputs
+    doc = nbformat.read(executed["01"], as_version=4)
+    assert any(c.get("outputs") for c in doc.cells if c.cell_type == "code")
+
+
+def test_01_rerun_calls_no_model_and_changes_nothing(tiny_run):
+    run, _ = tiny_run
+    stage = run.stage_dir("mcq")
+    before = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    rows_before = artifacts.load_stage(stage)
+    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
+    out = run_notebook(notebooks(["01"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
+    after = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    assert after == before  # nothing generated, nothing appended
+    assert artifacts.load_stage(stage).equals(rows_before)
+    text = json.dumps(nbformat.read(out, as_version=4).cells[-1].get("outputs", []))
+    assert "wrote" in text
