@@ -21,6 +21,9 @@ def save(fig, figures_dir: Path, name: str) -> Path:
 def mcq_cards(rows: pd.DataFrame, n: int = 3, width: int = 60):
     """A few MCQs beside their images: question, options (right one marked), type."""
     rows = rows.head(n)
+    if rows.empty:
+        print("(no MCQs to show)")
+        return None
     fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.6]})
     for (ax_img, ax_txt), (_, r) in zip(axes, rows.iterrows()):
@@ -72,6 +75,9 @@ def funnel_chart(funnel_steps: list[dict], title: str):
 def caption_cards(records, n: int = 3, width: int = 70, max_lines: int = 14):
     """A few caption records: the image and the start of its description."""
     records = list(records)[:n]
+    if not records:
+        print("(no records to show)")
+        return None
     fig, axes = plt.subplots(len(records), 2, figsize=(10, 2.8 * len(records)), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1.8]})
     for (ax_img, ax_txt), r in zip(axes, records):

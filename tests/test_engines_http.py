@@ -103,6 +103,15 @@ def test_image_prefix_and_n_request_shape(tmp_path: Path):
     assert len(res.texts) == 3 and res.num_tokens == [2, 2, 2]  # fallback: whitespace words here
 
 
+def test_neutral_sampling_fields_are_sent_explicitly():
+    """A vLLM server would otherwise fill top_k / repetition_penalty from generation_config.json."""
+    with FaultServer() as srv:
+        engine(srv).generate([chat("x")])
+    body = srv.calls[0].body
+    assert body["top_k"] == -1 and body["repetition_penalty"] == 1.0 and body["n"] == 1
+    assert "continue_final_message" not in body and "return_token_ids" not in body
+
+
 def test_raw_prompt_uses_completions_endpoint():
     with FaultServer() as srv:
         [res] = engine(srv).generate([GenerationRequest(prompt="Q: 1+1?", assistant_prefix=" A:")])

@@ -9,11 +9,14 @@ Design notes:
 - Works from inside a running event loop (Jupyter): the batch then runs in a fresh thread with its
   own loop. A new client is made per batch (httpx clients are bound to their loop).
 - Images: loaded and size-capped exactly like the vLLM backend, sent as base64 PNG data URLs.
-- vLLM extensions, sent in ``extra_body`` only when a request needs them: an assistant prefix
-  (``continue_final_message=True, add_generation_prompt=False``), `top_k`, `repetition_penalty`,
-  `bad_words`, and ``return_token_ids`` when n > 1. Base URLs other than api.openai.com are assumed
-  to accept them (vLLM servers do; other servers may reject them with a 400, reported clearly);
-  api.openai.com does not, so a request needing them raises `ValueError` before sending anything.
+- vLLM extensions in ``extra_body``: `top_k` and `repetition_penalty` always (else a vLLM server
+  takes them from the model's generation_config.json), `bad_words` when set, an assistant prefix as
+  ``continue_final_message=True, add_generation_prompt=False``, and ``return_token_ids`` when n > 1.
+  Base URLs other than api.openai.com are assumed to be vLLM servers (other servers may reject
+  these fields with a 400, reported clearly); for api.openai.com none is sent, and a request that
+  needs one raises `ValueError` before anything is sent.
+- `sampling.seed`, when set, is sent as the request's `seed` (on a CPU vLLM server per-request
+  seeds can crash the engine; leave it None there).
 - Token counts per sample, in order of preference: the server's per-choice token ids (vLLM with
   ``return_token_ids``); ``usage.completion_tokens`` when n == 1; the model's tokenizer if it can be
   loaded locally (re-tokenising the text: may differ by a token, e.g. a final end-of-turn token);
@@ -106,23 +109,33 @@ class OpenAIEngine:
         return {"type": "image_url", "image_url": {"url": to_data_url(img)}}
 
     def _vllm_extras(self, r: GenerationRequest) -> dict[str, Any]:
+        """The vLLM-only request fields (sent in `extra_body`).
+
+        top_k and repetition_penalty are always sent to vLLM servers, even at their neutral values:
+        a vLLM server fills unsent fields from the model's generation_config.json (Qwen2.5-VL's
+        sets top_k=1 and repetition_penalty=1.05), which the offline backend never does.
+        """
         s = r.sampling
-        extra: dict[str, Any] = {}
-        if s.top_k not in (-1, 0):
-            extra["top_k"] = s.top_k
-        if s.repetition_penalty != 1.0:
-            extra["repetition_penalty"] = s.repetition_penalty
+        if self.is_openai_api:
+            unsupported = [name for name, used in (
+                ("top_k", s.top_k not in (-1, 0)), ("repetition_penalty", s.repetition_penalty != 1.0),
+                ("bad_words", bool(s.bad_words)),
+                ("continue_final_message (assistant_prefix)", bool(r.assistant_prefix and r.messages is not None)),
+            ) if used]
+            if unsupported:
+                raise ValueError(
+                    f"api.openai.com does not support {', '.join(unsupported)} (vLLM server "
+                    "extensions); use a vLLM server or drop these settings"
+                )
+            return {}
+        extra: dict[str, Any] = {"top_k": -1 if s.top_k in (-1, 0) else s.top_k,
+                                 "repetition_penalty": s.repetition_penalty}
         if s.bad_words:
             extra["bad_words"] = list(s.bad_words)
         if r.assistant_prefix and r.messages is not None:
             extra["continue_final_message"] = True
             extra["add_generation_prompt"] = False
-        if self.is_openai_api and extra:
-            raise ValueError(
-                f"api.openai.com does not support {sorted(extra)} (vLLM server extensions); "
-                "use a vLLM server or drop these settings"
-            )
-        if s.n > 1 and not self.is_openai_api:
+        if s.n > 1:
             extra["return_token_ids"] = True
         return extra
 

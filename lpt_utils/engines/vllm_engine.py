@@ -92,6 +92,9 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         if self.is_vlm:
             kwargs["limit_mm_per_prompt"] = {"image": 1, "video": 0}
+        # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process;
+        # close() puts it back so later work in the same process (a notebook, pytest) is unaffected.
+        self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
         self.llm = LLM(**kwargs)
         self._warned_seed = False
 
@@ -158,10 +161,10 @@ class VLLMEngine:
                 core.shutdown()
             del llm
         gc.collect()
-        try:
-            import torch
+        import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        set_num_threads, n_threads = self._torch_threads
+        torch.set_num_threads = set_num_threads
+        torch.set_num_threads(n_threads)

@@ -76,6 +76,10 @@ def _shape_q(scene: Scene, rng: random.Random) -> dict[str, Any]:
     return _item("shape", q, o.shape, [s for s in SHAPES if s != o.shape], rng, target=o.cell)
 
 
+def _thing(colour: str, shape: str) -> str:
+    return f"{'an' if colour[0] in 'aeiou' else 'a'} {colour} {shape}"
+
+
 def _occupant_q(scene: Scene, rng: random.Random) -> dict[str, Any]:
     cells = [(r, c) for r in range(GRID) for c in range(GRID)]
     empty = [rc for rc in cells if scene.object_at(*rc) is None]
@@ -89,15 +93,15 @@ def _occupant_q(scene: Scene, rng: random.Random) -> dict[str, Any]:
     q = f"What is in the {CELL_NAMES[(r, c)]} corner?"
     if o is None:
         answer = "nothing"
-        pool = {f"a {p.colour} {p.shape}" for p in scene.objects}
+        pool = {_thing(p.colour, p.shape) for p in scene.objects}
         while len(pool) < 3:
-            pool.add(f"a {rng.choice(list(COLOURS))} {rng.choice(SHAPES)}")
+            pool.add(_thing(rng.choice(list(COLOURS)), rng.choice(SHAPES)))
         distractors = rng.sample(sorted(pool), 3)
     else:
-        answer = f"a {o.colour} {o.shape}"
+        answer = _thing(o.colour, o.shape)
         alt_colour = rng.choice([k for k in COLOURS if k != o.colour])
         alt_shape = rng.choice([s for s in SHAPES if s != o.shape])
-        distractors = [f"a {alt_colour} {o.shape}", f"a {o.colour} {alt_shape}", "nothing"]
+        distractors = [_thing(alt_colour, o.shape), _thing(o.colour, alt_shape), "nothing"]
     return _item("occupant", q, answer, distractors, rng, target=CELL_NAMES[(r, c)])
 
 

@@ -1,0 +1,163 @@
+"""Smoke checks of the tiny models through vLLM: do their outputs parse, and how often are they right?
+
+`check_vlm` asks the student held-out ground-truth MCQs in the stage-2 prompt (forced `<think>`,
+sampled) and reports the parse rate, accuracy per question kind and per answer form, and how many
+MCQs got both right and wrong samples. `check_lm` runs the stage-1 writer on held-out descriptions
+and the reformat pass on loose lists, and reports how many responses parse into valid MCQs.
+
+Run as `python -m lpt_utils.tiny_world.check [models_dir]`. vLLM runs in this process (engine
+start-up ~10 s with `VLLM_ENABLE_V1_MULTIPROCESSING=0`); never alongside a training run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+_THINK_ANSWER = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.S)
+
+
+def _llm(model_dir: str | Path, seed: int = 0):
+    for k, v in VLLM_ENV.items():
+        os.environ.setdefault(k, v)
+    from vllm import LLM
+
+    return LLM(model=str(model_dir), dtype="float32", enforce_eager=True, max_model_len=2048, seed=seed,
+               limit_mm_per_prompt={"image": 1, "video": 0})
+
+
+def parse_student(text: str) -> tuple[str, str] | None:
+    """(thought, answer) from `<think>` + the sampled continuation, or None."""
+    m = _THINK_ANSWER.search("<think>" + text)
+    return (m.group(1).strip(), m.group(2).strip()) if m else None
+
+
+def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, temperature: float = 0.7,
+              top_p: float = 0.8, seed: int = 0, llm=None) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    from lpt_utils import mcq
+    from lpt_utils.tiny_world import corpus
+    from lpt_utils.tiny_world.questions import scene_mcqs
+    from lpt_utils.tiny_world.scenes import iter_split_scenes, render
+
+    llm = llm or _llm(model_dir, seed)
+    tok = llm.get_tokenizer()
+    it = iter_split_scenes("heldout", seed)
+    rows, prompts = [], []
+    for _ in range(n_scenes):
+        scene = next(it)
+        image = render(scene)
+        rng = random.Random(f"tiny-world-check:{seed}:{scene.id}")
+        for i, item in enumerate(scene_mcqs(scene, rng)):
+            row = corpus.student_row(scene, item, i, seed, f"{scene.id}.png")
+            text = tok.apply_chat_template(mcq.student_messages(row), add_generation_prompt=True, tokenize=False)
+            rows.append(row)
+            prompts.append({"prompt": text + "<think>", "multi_modal_data": {"image": image}})
+    params = SamplingParams(n=samples, temperature=temperature, top_p=top_p, repetition_penalty=1.05,
+                            max_tokens=128)
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    stats: dict[str, Any] = {"mcqs": len(rows), "samples": 0, "parsed": 0, "correct": 0, "mixed_mcqs": 0}
+    by_kind = defaultdict(lambda: [0, 0])
+    by_form = defaultdict(lambda: [0, 0])
+    examples = []
+    for row, out in zip(rows, outs):
+        right = mcq.LETTERS.index(row["answer_letter"])
+        verdicts = []
+        for o in out.outputs:
+            stats["samples"] += 1
+            parsed = parse_student(o.text)
+            if parsed is None:
+                continue
+            stats["parsed"] += 1
+            hits = mcq.match_answer_to_options(parsed[1], row["choices"])
+            ok = hits == [right]
+            verdicts.append(ok)
+            stats["correct"] += ok
+            by_kind[row["kind"]][0] += ok
+            by_kind[row["kind"]][1] += 1
+            by_form[row["answer_form"]][0] += ok
+            by_form[row["answer_form"]][1] += 1
+        stats["mixed_mcqs"] += (True in verdicts and False in verdicts)
+        if len(examples) < 6:
+            examples.append({"question": row["question"], "choices": row["choices"], "answer": row["answer"],
+                             "output": out.outputs[0].text})
+    stats["parse_rate"] = round(stats["parsed"] / max(1, stats["samples"]), 3)
+    stats["accuracy"] = round(stats["correct"] / max(1, stats["parsed"]), 3)
+    stats["accuracy_by_kind"] = {k: round(a / max(1, n), 3) for k, (a, n) in sorted(by_kind.items())}
+    stats["accuracy_by_answer_form"] = {k: round(a / max(1, n), 3) for k, (a, n) in sorted(by_form.items())}
+    stats["examples"] = examples
+    return stats
+
+
+def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temperature: float = 0.7,
+             seed: int = 0, llm=None) -> dict[str, Any]:
+    from vllm import SamplingParams
+
+    from lpt_utils import mcq
+    from lpt_utils.tiny_world import corpus
+    from lpt_utils.tiny_world.scenes import describe, iter_split_scenes
+
+    llm = llm or _llm(model_dir, seed)
+    tok = llm.get_tokenizer()
+    it = iter_split_scenes("heldout", seed)
+    scenes = [next(it) for _ in range(n_scenes)]
+    rng = random.Random(f"tiny-world-check-lm:{seed}")
+    writer = [tok.apply_chat_template(mcq.writer_messages(describe(s)), add_generation_prompt=True, tokenize=False)
+              for s in scenes]
+    reformat = [corpus.reformat_example(s, rng) for s in scenes]
+    reformat_prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m, _ in reformat]
+    params = SamplingParams(n=samples, temperature=temperature, top_p=0.95, max_tokens=600)
+    w_out = llm.generate(writer, params, use_tqdm=False)
+    r_out = llm.generate(reformat_prompts, SamplingParams(n=1, temperature=0.0, max_tokens=600), use_tqdm=False)
+    n_resp = n_items = n_valid = with_valid = 0
+    reasons: dict[str, int] = defaultdict(int)
+    for out in w_out:
+        for o in out.outputs:
+            n_resp += 1
+            items = mcq.parse_tagged_list(o.text)
+            valid = [it for it in items if not mcq.validity(it)]
+            for it in items:
+                reasons[mcq.validity(it) or "valid"] += 1
+            n_items += len(items)
+            n_valid += len(valid)
+            with_valid += bool(valid)
+    exact = sum(o.outputs[0].text.strip() == target.strip() for o, (_, target) in zip(r_out, reformat))
+    r_items = r_valid = r_same = 0
+    for o, (_, target) in zip(r_out, reformat):
+        got = mcq.parse_tagged_list(o.outputs[0].text)
+        want = {it.question for it in mcq.parse_tagged_list(target)}
+        r_items += len(got)
+        r_valid += sum(not mcq.validity(it) for it in got)
+        r_same += sum(it.question in want for it in got)
+    return {
+        "writer_responses": n_resp,
+        "writer_responses_with_a_valid_mcq": with_valid,
+        "writer_items_per_response": round(n_items / max(1, n_resp), 2),
+        "writer_valid_share": round(n_valid / max(1, n_items), 3),
+        "writer_item_verdicts": dict(reasons),
+        "reformat_exact": f"{exact}/{len(reformat)}",
+        "reformat_valid_share": round(r_valid / max(1, r_items), 3),
+        "reformat_questions_kept": round(r_same / max(1, r_items), 3),
+        "writer_example": w_out[0].outputs[0].text,
+    }
+
+
+if __name__ == "__main__":
+    from lpt_utils.tiny_world.models import ensure_model
+
+    d = sys.argv[1] if len(sys.argv) > 1 else None
+    which = sys.argv[2:] or ["vlm", "lm"]
+    report = {}
+    for name in which:
+        path = ensure_model(name, d)
+        report[name] = (check_vlm if name == "vlm" else check_lm)(path)
+    print(json.dumps(report, indent=2))

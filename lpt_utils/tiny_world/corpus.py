@@ -1,0 +1,183 @@
+"""Warm-up examples that teach the tiny models the pipeline's formats, built from the real prompts.
+
+Every prompt here comes from the pipeline's own prompt builders in `lpt_utils.mcq` (one source of
+truth): the tiny models learn to answer exactly what the stages will send them.
+
+- `writer_example`: stage 1's writer prompt for a train-split description -> the scene's
+  ground-truth MCQs as the tagged numbered list (`mcq.format_tagged_list`).
+- `reformat_example`: stage 1's reformat prompt around a writer-style response (tagged, or in a
+  looser layout) -> the same questions as the tagged list.
+- `student_example`: stage 2's student prompt (image + question + options, in the surface forms
+  `mcq.randomise` draws) -> a short thought naming what is seen, `</think>`, and the answer in the
+  requested form inside answer tags.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator
+
+from lpt_utils import mcq
+from lpt_utils.tiny_world.questions import KINDS, LETTERS, RELATIONS, scene_mcqs
+from lpt_utils.tiny_world.scenes import (CELL_NAMES, COLOURS, NUMBER_WORDS, SHAPES, Scene, describe,
+                                         iter_split_scenes)
+
+# Bump when the examples below change in a way the models should be rebuilt for.
+CORPUS_VERSION = "1"
+THINK = "<think>"
+
+
+def train_scenes(n: int, seed: int = 0) -> list[Scene]:
+    it = iter_split_scenes("train", seed)
+    return [next(it) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- stage 1 (LM)
+
+
+_ORDER = {w: i for i, w in enumerate(
+    list(COLOURS) + list(SHAPES) + list(NUMBER_WORDS) + list(CELL_NAMES.values()) + list(RELATIONS))}
+
+
+def canonical_order(choices: list[str]) -> list[str]:
+    """Options in a fixed order (palette, shapes, numbers, corners, relations; "nothing" last).
+
+    The writer's targets list options this way: a tiny model then writes four distinct options by
+    following one memorised sequence, which it does far more reliably than keeping track of what it
+    already wrote. Stage 1 shuffles the options anyway before any model answers them.
+    """
+    def key(c: str) -> tuple[int, int]:
+        words = c.split()
+        if c == "nothing":
+            return (999, 0)
+        if len(words) == 3 and words[0] in ("a", "an"):  # "a red circle"
+            return (_ORDER[words[1]], _ORDER[words[2]])
+        return (_ORDER.get(c, 500), 0)
+
+    return sorted(choices, key=key)
+
+
+def _mcq_items(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
+    return [{"question": it["question"], "choices": canonical_order(it["choices"]), "answer": it["answer"],
+             "type": it["type"]} for it in scene_mcqs(scene, rng)]
+
+
+def loose_list(items: list[dict[str, Any]], rng: random.Random) -> str:
+    """The same questions in one of a few untagged layouts a writer might produce."""
+    style = rng.randrange(3)
+    blocks = []
+    for i, it in enumerate(items, start=1):
+        opts = [f"{LETTERS[j]}) {c}" for j, c in enumerate(it["choices"])]
+        if style == 0:
+            blocks.append(f"{i}. Question: {it['question']}\nOptions: {' '.join(opts)}\n"
+                          f"Answer: {it['answer']}\nType: {it['type']}")
+        elif style == 1:
+            blocks.append(f"{i}. {it['question']}\n" + "\n".join(opts) +
+                          f"\nCorrect answer: {it['answer']} ({it['type']})")
+        else:
+            blocks.append(f"Q{i}: {it['question']} Choices: {'; '.join(it['choices'])}. "
+                          f"Answer: {it['answer']}. Reasoning type: {it['type']}.")
+    return "\n\n".join(blocks)
+
+
+def writer_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:
+    """(prompt messages, completion) for the MCQ writer on this scene's description."""
+    return mcq.writer_messages(describe(scene)), mcq.format_tagged_list(_mcq_items(scene, rng))
+
+
+def reformat_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:
+    """(prompt messages, completion) for the reformat pass: tagged or loose list -> tagged list."""
+    items = _mcq_items(scene, rng)
+    response = mcq.format_tagged_list(items) if rng.random() < 0.4 else loose_list(items, rng)
+    return mcq.reformat_messages(response), mcq.format_tagged_list(items)
+
+
+# ----------------------------------------------------------------------------- stage 2 (VLM)
+
+
+def inventory(scene: Scene) -> str:
+    """Every object as "a red circle", in palette then shape order: "a red circle and a blue star"."""
+    objs = sorted(scene.objects, key=lambda o: (list(COLOURS).index(o.colour), SHAPES.index(o.shape)))
+    names = [f"{'an' if o.colour[0] in 'aeiou' else 'a'} {o.colour} {o.shape}" for o in objs]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def thought(item: dict[str, Any], scene: Scene) -> str:
+    """A short first-person thought: what is in the picture, what answers the question, the value.
+
+    It opens with an inventory of the picture (colour and shape of every object, in a fixed order),
+    so every word of it depends on the image: dense supervision for a tiny student's grounding, and
+    the answer to colour and shape questions can then be read back from the student's own words.
+    """
+    kind, ans = item["kind"], item["answer"]
+    if kind == "colour":
+        second = f"The one asked about is {ans}."
+    elif kind == "shape":
+        second = f"The one asked about is a {ans}."
+    elif kind == "occupant":
+        second = f"In that corner I see {ans}."
+    elif kind == "count":
+        second = f"I count {ans}."
+    elif kind == "position":
+        second = f"It is in the {ans} corner."
+    elif kind == "relation":
+        rel = {"to the left": "to the left of", "to the right": "to the right of"}.get(ans, ans)
+        second = f"It is {rel} the other one."
+    else:
+        raise ValueError(kind)
+    return f"I see {inventory(scene)}. {second} So the answer is {ans}."
+
+
+def student_row(scene: Scene, item: dict[str, Any], index: int, seed: int = 0,
+                image_path: str = "") -> dict[str, Any]:
+    """The MCQ as a stage-1 row (options shuffled and surface forms drawn as `mcq.randomise` does)."""
+    mcq_id = f"{scene.id}-q{index:02d}"
+    choices, right, c_form, a_form = mcq.randomise(item["choices"], item["choices"].index(item["answer"]),
+                                                    seed, mcq_id)
+    return {"mcq_id": mcq_id, "image_id": scene.id, "image_path": image_path, "question": item["question"],
+            "choices": choices, "answer": item["answer"], "answer_letter": LETTERS[right],
+            "question_type": item["type"], "choice_form": c_form, "answer_form": a_form,
+            "kind": item["kind"]}
+
+
+def student_completion(row: dict[str, Any], item: dict[str, Any], scene: Scene) -> str:
+    """What follows the forced `<think>`: thought, `</think>`, the answer in the requested form."""
+    return f" {thought(item, scene)} </think> <answer> {mcq.answer_in_form(row)} </answer>"
+
+
+def student_examples(scene: Scene, seed: int = 0, image_path: str = "",
+                     kinds: tuple[str, ...] = KINDS) -> Iterator[tuple[dict, list, str]]:
+    """(row, prompt messages, completion) for every ground-truth MCQ of the scene."""
+    rng = random.Random(f"tiny-world-student:{seed}:{scene.id}")
+    for i, item in enumerate(scene_mcqs(scene, rng, kinds)):
+        row = student_row(scene, item, i, seed, image_path or f"{scene.id}.png")
+        yield row, mcq.student_messages(row, row["image_path"]), student_completion(row, item, scene)
+
+
+# ----------------------------------------------------------------------------- tokenizer text
+
+
+def _message_text(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for m in messages:
+        c = m["content"]
+        parts.append(c if isinstance(c, str) else " ".join(p.get("text", "") for p in c))
+    return "\n".join(parts)
+
+
+def tokenizer_texts(n_scenes: int = 1500, seed: int = 0) -> Iterator[str]:
+    """Text the tokenizer learns from: descriptions, prompts, MCQ lists and thoughts of the world."""
+    rng = random.Random(f"tiny-world-tokenizer:{seed}")
+    for k, scene in enumerate(train_scenes(n_scenes, seed)):
+        msgs, completion = writer_example(scene, rng)
+        yield _message_text(msgs) if k < 50 else describe(scene)
+        yield completion
+        if k < 300:
+            msgs, completion = reformat_example(scene, rng)
+            yield _message_text(msgs)
+            for row, msgs, completion in student_examples(scene, seed):
+                yield _message_text(msgs)
+                yield completion
+    for shape in SHAPES:
+        yield f"{shape} {shape}s"
+    yield " ".join(CELL_NAMES.values())

@@ -1,0 +1,75 @@
+"""Engine settings, the shared image cap, fingerprints: fast checks that load no model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lpt_utils.engines import EngineConfig, resolve_model
+from lpt_utils.engines.common import model_identity, safe_url
+from lpt_utils.engines.images import capped_size, load_image
+
+
+def test_from_dict_rejects_unknown_keys_by_name():
+    cfg = EngineConfig.from_dict({"model": "m", "backend": "hf", "max_pixels": 1000})
+    assert cfg.backend == "hf" and cfg.max_pixels == 1000
+    assert EngineConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="max_pixel, temprature"):
+        EngineConfig.from_dict({"model": "m", "max_pixel": 1, "temprature": 0.7})
+
+
+@pytest.mark.parametrize("bad", [{"backend": "tgi"}, {"dtype": "fp8"}, {"batch_size": 0},
+                                 {"backend": "openai"}, {"max_pixels": 0}])
+def test_invalid_settings_raise(bad):
+    with pytest.raises(ValueError):
+        EngineConfig(model="m", **bad)
+
+
+def test_resolve_model_passes_ids_and_paths_through(tmp_path: Path):
+    assert resolve_model("Qwen/Qwen2.5-VL-7B-Instruct", tmp_path) == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert resolve_model(str(tmp_path), tmp_path) == str(tmp_path)
+
+
+def test_image_cap():
+    assert capped_size(640, 480, None, None) == (640, 480)
+    assert capped_size(640, 480, 640 * 480, None) == (640, 480)  # never enlarged by max_pixels
+    w, h = capped_size(1000, 500, 200 * 100, None)
+    assert (w, h) == (200, 100)
+    w, h = capped_size(333, 777, 10_000, None)
+    assert w * h <= 10_000 and abs(w / h - 333 / 777) < 0.02
+    assert capped_size(300, 150, None, 600) == (600, 300)  # longest_side scales both ways
+    assert capped_size(300, 150, 600 * 300 // 4, 600) == (300, 150)
+
+
+def test_load_image_is_rgb_and_capped(tmp_path: Path):
+    p = tmp_path / "a.png"
+    Image.new("RGBA", (800, 400), (1, 2, 3, 4)).save(p)
+    img = load_image(p, max_pixels=200 * 100)
+    assert img.mode == "RGB" and img.size == (200, 100)
+
+
+def test_model_identity_follows_the_weights(tmp_path: Path):
+    assert model_identity("some/hub-id") == ""
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"a" * 100)
+    first = model_identity(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"b" * 100)
+    assert model_identity(str(tmp_path)) != first
+    (tmp_path / "recipe_hash.txt").write_text("abc\n")
+    assert model_identity(str(tmp_path)) == "recipe:abc"
+
+
+def test_safe_url_drops_credentials():
+    assert safe_url("https://user:sk-secret@host.example:8443/v1/?key=sk-secret") == "https://host.example:8443/v1"
+
+
+def test_importing_engines_does_not_import_backends():
+    code = ("import sys, lpt_utils.engines; "
+            "print(any(m in sys.modules for m in ('vllm', 'openai', 'transformers', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
