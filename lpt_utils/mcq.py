@@ -32,8 +32,8 @@ KNOWN_TYPES = (
 # Surface forms of the options and of the answer the VLM is asked to give.
 CHOICE_FORMS = {"paren": "({letter}) {text}", "dot": "{letter}. {text}"}
 ANSWER_FORMS = {
-    "paren_letter": "the letter of your choice in parentheses, for example (B)",
-    "dot_letter": "the letter of your choice followed by a period, for example B.",
+    "paren_letter": "the letter of your choice in parentheses (for example: (B))",
+    "dot_letter": "the letter of your choice followed by a period (for example: B.)",
     "option_text": "the full text of the option you choose, exactly as written",
 }
 
@@ -190,7 +190,7 @@ class MCQ:
     is_valid: bool
     invalid_reason: str
     raw_response: str  # the writer's response
-    reformatted_response: str  # the reformat pass's response
+    reformatted_response: str  # the reformat pass's response ("" when the writer's was parsed as is)
     raw_item: str  # the parsed block of this question
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -225,10 +225,12 @@ def randomise(choices: list[str], answer_index: int, seed: int, mcq_id: str,
 
 def mcqs_from_responses(image_id: str, image_path: str, description: str, raw_response: str,
                         reformatted_response: str, *, seed: int,
-                        choice_forms=tuple(CHOICE_FORMS), answer_forms=tuple(ANSWER_FORMS)) -> list[MCQ]:
-    """Parse one image's reformatted response into MCQ records, validated and randomised."""
+                        choice_forms=tuple(CHOICE_FORMS), answer_forms=tuple(ANSWER_FORMS),
+                        parsed_text: str | None = None) -> list[MCQ]:
+    """Parse one image's response into MCQ records, validated and randomised. What is parsed is
+    `parsed_text` if given, else the reformatted response."""
     out = []
-    for it in parse_tagged_list(reformatted_response):
+    for it in parse_tagged_list(reformatted_response if parsed_text is None else parsed_text):
         mcq_id = f"{image_id}-q{it.index:02d}"
         reason = validity(it)
         choices, answer, letter = it.choices, it.answer, ""
@@ -293,28 +295,48 @@ def writer_requests(records, sampling) -> list:
                               meta={"image_id": r.image_id}) for r in records]
 
 
-def reformat_requests(writer_results, sampling) -> list:
-    """One reformat request per writer response (the writer samples once per description)."""
+REFORMAT_MODES = ("always", "when_unparsed", "never")
+
+
+def needs_reformat(response: str) -> bool:
+    """Whether a writer response fails to parse into complete tagged items on its own (no item, or
+    an item missing its question, options, answer or type). Content problems (duplicate options,
+    an answer matching no option) are not format problems: the validity check reports them."""
+    items = parse_tagged_list(response)
+    return not items or any(not (it.question and it.choices and it.answer and it.qtype) for it in items)
+
+
+def reformat_requests(writer_results, sampling, mode: str = "always") -> list:
+    """Reformat requests for the writer responses that `mode` selects (`meta["index"]` = position):
+    `always` (the paper: every response), `when_unparsed` (only those `needs_reformat` flags; for a
+    writer that already follows the format, e.g. the tiny world's), `never`."""
     from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 
+    if mode not in REFORMAT_MODES:
+        raise ValueError(f"mcq.reformat must be one of {REFORMAT_MODES}, got {mode!r}")
     s = SamplingSettings.from_dict(sampling)
-    return [GenerationRequest(messages=reformat_messages(res.texts[0]), sampling=s, meta=dict(res.meta))
-            for res in writer_results]
+    return [GenerationRequest(messages=reformat_messages(res.texts[0]), sampling=s,
+                              meta={**res.meta, "index": i})
+            for i, res in enumerate(writer_results)
+            if mode == "always" or (mode == "when_unparsed" and needs_reformat(res.texts[0]))]
 
 
 def build_mcqs(records, writer_results, reformat_results, *, seed: int,
                choice_forms=tuple(CHOICE_FORMS), answer_forms=tuple(ANSWER_FORMS)):
-    """Parse, validate and randomise every image's questions. Returns (MCQ list, Funnel)."""
+    """Parse, validate and randomise every image's questions: from the reformatted response where
+    one exists (matched by `meta["index"]`), else from the writer's own. Returns (MCQs, Funnel)."""
     from collections import Counter
 
     from lpt_utils.artifacts import Funnel
 
+    reformatted = {r.meta["index"]: r.texts[0] for r in reformat_results}
     mcqs: list[MCQ] = []
     no_question = 0
-    for rec, w, f in zip(records, writer_results, reformat_results, strict=True):
-        got = mcqs_from_responses(rec.image_id, rec.image_path, rec.description, w.texts[0], f.texts[0],
-                                  seed=seed, choice_forms=tuple(choice_forms),
-                                  answer_forms=tuple(answer_forms))
+    for i, (rec, w) in enumerate(zip(records, writer_results, strict=True)):
+        parsed_text = reformatted.get(i, w.texts[0])
+        got = mcqs_from_responses(rec.image_id, rec.image_path, rec.description, w.texts[0],
+                                  reformatted.get(i, ""), seed=seed, choice_forms=tuple(choice_forms),
+                                  answer_forms=tuple(answer_forms), parsed_text=parsed_text)
         no_question += not got
         mcqs += got
     funnel = Funnel()

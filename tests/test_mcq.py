@@ -127,3 +127,41 @@ def test_writer_prompt_asks_for_the_paper_parts():
                  "counting and quantification", "recognition", "general knowledge", "short phrase"):
         assert part in system, part
     assert mcq.writer_messages(" A red ball. ")[1]["content"].endswith("A red ball.")
+
+
+def _result(text, i=0):
+    from lpt_utils.engines.base import GenerationResult
+
+    return GenerationResult(key=f"k{i}", texts=[text], num_tokens=[1], finish_reasons=["stop"],
+                            meta={"image_id": f"img{i}"})
+
+
+def test_reformat_modes_select_responses():
+    good = "1. " + tagged()
+    loose = "1. What colour is the ball? A) red B) blue C) green D) yellow. Answer: blue (recognition)"
+    missing_type = "1. <question>Q?</question> <choices>(A) a (B) b (C) c (D) d</choices> <answer>a</answer>"
+    res = [_result(good, 0), _result(loose, 1), _result(missing_type, 2)]
+    sampling = {"n": 1, "temperature": 0.0}
+    assert [r.meta["index"] for r in mcq.reformat_requests(res, sampling, "always")] == [0, 1, 2]
+    assert [r.meta["index"] for r in mcq.reformat_requests(res, sampling, "when_unparsed")] == [1, 2]
+    assert mcq.reformat_requests(res, sampling, "never") == []
+    with pytest.raises(ValueError):
+        mcq.reformat_requests(res, sampling, "sometimes")
+    # the reformat prompt carries the writer's response
+    req = mcq.reformat_requests(res, sampling, "always")[1]
+    assert loose in req.messages[1]["content"]
+
+
+def test_build_mcqs_parses_reformatted_text_where_present():
+    from lpt_utils.captions import CaptionRecord
+
+    recs = [CaptionRecord("img0", "/a.png", "d0"), CaptionRecord("img1", "/b.png", "d1")]
+    writer = [_result("1. " + tagged(), 0), _result("unparsable prose", 1)]
+    fixed = _result("1. " + tagged(question="Fixed?", answer="red") + "\n2. " + tagged(answer="nope"), 1)
+    fixed.meta["index"] = 1
+    mcqs, funnel = mcq.build_mcqs(recs, writer, [fixed], seed=0)
+    assert [m.question for m in mcqs] == ["What colour is the ball?", "Fixed?", "What colour is the ball?"]
+    assert mcqs[0].reformatted_response == "" and mcqs[1].reformatted_response.startswith("1. <question>Fixed")
+    assert mcqs[1].raw_response == "unparsable prose"
+    assert funnel.steps[-1] == {"step": funnel.steps[-1]["step"], "in": 3, "out": 2,
+                                "dropped": {"answer_matches_no_option": 1}}

@@ -10,7 +10,6 @@ import json
 import random
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -219,13 +218,16 @@ def test_chat_template_matches_the_qwen_layout(tok):
 
 def test_student_examples_use_the_stage2_prompt_and_parse():
     from lpt_utils.tiny_world.check import parse_student
+    from lpt_utils.verify import verify
 
     for scene in corpus.train_scenes(30):
         for row, msgs, completion in corpus.student_examples(scene):
             assert msgs == mcq.student_messages(row, row["image_path"])
             thought, answer = parse_student(completion)
             assert row["answer"] in thought
-            assert mcq.match_answer_to_options(answer, row["choices"]) == [LETTERS.index(row["answer_letter"])]
+            assert verify(answer, row["choices"], row["answer_letter"]).correct
+            wrong = LETTERS[(LETTERS.index(row["answer_letter"]) + 1) % 4]
+            assert not verify(mcq.answer_in_form(row, wrong), row["choices"], row["answer_letter"]).correct
 
 
 def test_writer_targets_parse_into_valid_mcqs():

@@ -44,6 +44,7 @@ def set_vllm_env() -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # start-up chatter drowns a notebook
     import torch
 
     if not torch.cuda.is_available():
@@ -73,7 +74,6 @@ class VLLMEngine:
     def __init__(self, cfg: EngineConfig, model_path: str):
         set_vllm_env()
         import torch
-        from vllm import LLM
 
         self.cfg = cfg
         self.batch_size = cfg.batch_size
@@ -95,8 +95,19 @@ class VLLMEngine:
         # vLLM's CPU worker replaces torch.set_num_threads with a no-op for the whole process;
         # close() puts it back so later work in the same process (a notebook, pytest) is unaffected.
         self._torch_threads = (torch.set_num_threads, torch.get_num_threads())
-        self.llm = LLM(**kwargs)
+        self._kwargs = kwargs
+        self._llm: Any = None
         self._warned_seed = False
+
+    @property
+    def llm(self) -> Any:
+        """The `vllm.LLM`, started on first use: a re-run whose requests are all in the store
+        never loads the model."""
+        if self._llm is None:
+            from vllm import LLM
+
+            self._llm = LLM(**self._kwargs)
+        return self._llm
 
     def _image_part(self, path: str) -> dict[str, Any]:
         if not self.is_vlm:
@@ -153,8 +164,7 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Drop the engine and free its memory (the process can then start another one)."""
-        llm = getattr(self, "llm", None)
-        self.llm = None
+        llm, self._llm = self._llm, None
         if llm is not None:
             core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
             if core is not None and hasattr(core, "shutdown"):

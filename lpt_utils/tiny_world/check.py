@@ -5,8 +5,8 @@ sampled) and reports the parse rate, accuracy per question kind and per answer f
 MCQs got both right and wrong samples. `check_lm` runs the stage-1 writer on held-out descriptions
 and the reformat pass on loose lists, and reports how many responses parse into valid MCQs.
 
-Run as `python -m lpt_utils.tiny_world.check [models_dir]`. vLLM runs in this process (engine
-start-up ~10 s with `VLLM_ENABLE_V1_MULTIPROCESSING=0`); never alongside a training run.
+Run as `python -m lpt_utils.tiny_world check`. vLLM runs in-process (engine start-up ~10-20 s with
+`VLLM_ENABLE_V1_MULTIPROCESSING=0`), one engine per process; never alongside a training run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 
 VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
-_THINK_ANSWER = re.compile(r"<think>(.*?)</think>\s*<answer>(.*?)</answer>", re.S)
 
 
 def _llm(model_dir: str | Path, seed: int = 0):
@@ -35,9 +33,11 @@ def _llm(model_dir: str | Path, seed: int = 0):
 
 
 def parse_student(text: str) -> tuple[str, str] | None:
-    """(thought, answer) from `<think>` + the sampled continuation, or None."""
-    m = _THINK_ANSWER.search("<think>" + text)
-    return (m.group(1).strip(), m.group(2).strip()) if m else None
+    """(thought, answer) from `<think>` + the sampled continuation, or None (stage 2's parser)."""
+    from lpt_utils.verify import parse_response
+
+    p = parse_response("<think>" + text)
+    return (p.thought, p.answer) if p.ok else None
 
 
 def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, temperature: float = 0.7,
@@ -48,6 +48,7 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
     from lpt_utils.tiny_world import corpus
     from lpt_utils.tiny_world.questions import scene_mcqs
     from lpt_utils.tiny_world.scenes import iter_split_scenes, render
+    from lpt_utils.verify import verify
 
     llm = llm or _llm(model_dir, seed)
     tok = llm.get_tokenizer()
@@ -70,7 +71,6 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
     by_form = defaultdict(lambda: [0, 0])
     examples = []
     for row, out in zip(rows, outs):
-        right = mcq.LETTERS.index(row["answer_letter"])
         verdicts = []
         for o in out.outputs:
             stats["samples"] += 1
@@ -78,8 +78,7 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
             if parsed is None:
                 continue
             stats["parsed"] += 1
-            hits = mcq.match_answer_to_options(parsed[1], row["choices"])
-            ok = hits == [right]
+            ok = verify(parsed[1], row["choices"], row["answer_letter"]).correct
             verdicts.append(ok)
             stats["correct"] += ok
             by_kind[row["kind"]][0] += ok
@@ -151,13 +150,17 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
     }
 
 
-if __name__ == "__main__":
-    from lpt_utils.tiny_world.models import ensure_model
+def check_in_subprocess(name: str, model_dir: str | Path, n_scenes: int = 60, timeout: float = 900) -> dict[str, Any]:
+    """`check_vlm` / `check_lm` in a fresh Python process (one vLLM engine per process)."""
+    import subprocess
 
-    d = sys.argv[1] if len(sys.argv) > 1 else None
-    which = sys.argv[2:] or ["vlm", "lm"]
-    report = {}
-    for name in which:
-        path = ensure_model(name, d)
-        report[name] = (check_vlm if name == "vlm" else check_lm)(path)
-    print(json.dumps(report, indent=2))
+    fn = "check_vlm" if name == "vlm" else "check_lm"
+    code = (f"import json; from lpt_utils.tiny_world.check import {fn}; "
+            f"print('@@' + json.dumps({fn}({str(model_dir)!r}, n_scenes={int(n_scenes)})))")
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in VLLM_ENV.items()}}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0 or "@@" not in proc.stdout:
+        raise RuntimeError(f"{fn} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.split("@@", 1)[1])

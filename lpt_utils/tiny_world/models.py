@@ -8,12 +8,15 @@ Both share one world tokenizer (`tokenizer.py`). Each is built from a `Recipe` (
 rate, seed, corpus version): random init, then a short warm-up on the pipeline's own prompts
 (`corpus.py`) with a completion-only loss, AdamW and a cosine schedule, so that its outputs parse.
 The VLM first pre-trains its vision tower for a few seconds on a dense probe (the colour and shape
-under every image token, the object in every grid cell), which is what lets a 1 M-parameter student
-see colour at all within a CPU minute.
+under every image token, the object in every grid cell; linear heads, thrown away after), then
+keeps it frozen while the language model learns to answer; its thoughts open with an inventory of
+the picture (see `corpus.thought`), which is what lifted colour questions above chance.
 
 `ensure_model(name, models_dir)` returns `models_dir/<name>-<recipe hash>/`, building it once (in a
-temporary folder renamed into place) and again only when the recipe - or the pipeline's prompt
-templates, which enter the hash - change. The folders load with transformers and with vLLM.
+temporary folder renamed into place, so a crash or a parallel build never leaves half a model) and
+again only when the hash changes: the recipe's fields, `BUILDER_VERSION`, and fingerprints of the
+pipeline's prompts and of the warm-up corpus all enter it. The folders load with transformers and
+with vLLM (`check.py` measures them there). Builds run on one CPU thread (see `_torch_setup`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,13 +38,15 @@ import numpy as np
 
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.questions import KINDS
-from lpt_utils.tiny_world.scenes import CELL_NAMES, COLOURS, GRID, SHAPES, SIZES, Scene, render
-from lpt_utils.tiny_world.tokenizer import ADDED_TOKENS, EOS_TOKEN, PAD_TOKEN, build_tokenizer
+from lpt_utils.tiny_world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, render
+from lpt_utils.tiny_world.tokenizer import EOS_TOKEN, build_tokenizer
 
 # Qwen2-VL's image normalisation (CLIP's), applied by the saved processor too.
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 PATCH, MERGE, TEMPORAL = 14, 2, 2
+# Bump when the build code below changes what a recipe produces (the hash then names new folders).
+BUILDER_VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,9 @@ def tokenizer_hash(recipe: Recipe) -> str:
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """12 hex digits over the recipe's fields and the prompt and corpus fingerprints."""
-    payload = {"recipe": recipe.to_json(), **_fingerprints()}
+    """12 hex digits over the recipe's fields, the builder version and the prompt and corpus
+    fingerprints."""
+    payload = {"recipe": recipe.to_json(), "builder": BUILDER_VERSION, **_fingerprints()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -231,6 +238,23 @@ def ensure_model(name: str, models_dir: str | Path | None = None, recipe: Recipe
         (tmp / "recipe_hash.txt").write_text(h + "\n")
 
     return _atomic_build(target, build)
+
+
+def prune(models_dir: str | Path | None = None) -> list[Path]:
+    """Delete tiny-model and tokenizer folders whose hash is not the current recipes' (and temporary
+    build folders over an hour old); returns what was removed. Nothing else in the folder is touched."""
+    models_dir = Path(models_dir) if models_dir else default_models_dir()
+    keep = {f"{n}-{recipe_hash(r)}" for n, r in RECIPES.items()}
+    keep |= {f"tokenizer-{tokenizer_hash(r)}" for r in RECIPES.values()}
+    removed = []
+    for p in sorted(models_dir.glob("*")) if models_dir.is_dir() else []:
+        ours = re.fullmatch(r"\.?(vlm|lm|tokenizer)-[0-9a-f]{12}(\.\w+)?", p.name)
+        if p.name.startswith(".") and time.time() - p.stat().st_mtime < 3600:
+            continue  # a build that may still be running
+        if p.is_dir() and ours and p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 # ----------------------------------------------------------------------------- shared training bits
@@ -393,8 +417,6 @@ def patchify(img, image_size: int = 224):
 def probe_targets(scene: Scene, image_size: int = 224) -> dict[str, np.ndarray]:
     """Dense labels under each merged image token (colour and shape of what covers at least a fifth
     of it, else "none") and per grid cell (object shape, colour and size, or "empty")."""
-    from PIL import Image, ImageDraw  # noqa: F401
-
     side = image_size // (PATCH * MERGE)  # merged tokens per side
     px = image_size // side
     colour_ids = {c: i + 1 for i, c in enumerate(COLOURS)}
