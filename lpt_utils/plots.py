@@ -59,14 +59,18 @@ def bar_counts(counts: pd.Series, title: str, xlabel: str = "count"):
 
 
 def funnel_chart(funnel_steps: list[dict], title: str):
-    """The stage's funnel: kept vs dropped per step, with the drop reasons."""
-    fig, ax = plt.subplots(figsize=(8, 0.8 * len(funnel_steps) + 1))
+    """The stage's funnel, one bar per step scaled to 100% of what entered it: kept (green) vs
+    dropped (red), labelled with counts and drop reasons."""
+    fig, ax = plt.subplots(figsize=(9, 0.7 * len(funnel_steps) + 1.2))
     for y, s in enumerate(reversed(funnel_steps)):
-        ax.barh(y, s["out"], color="#55A868")
-        ax.barh(y, s["in"] - s["out"], left=s["out"], color="#C44E52")
+        kept = s["out"] / s["in"] if s["in"] else 0.0
+        ax.barh(y, kept, color="#55A868")
+        ax.barh(y, 1 - kept, left=kept, color="#C44E52")
         why = ", ".join(f"{k} {v}" for k, v in s["dropped"].items())
-        ax.text(s["in"], y, f"  {s['out']}/{s['in']}" + (f"  ({why})" if why else ""), va="center", fontsize=8)
+        ax.text(1.01, y, f"{s['out']}/{s['in']} kept" + (f"\n{why}" if why else ""), va="center", fontsize=8)
     ax.set_yticks(range(len(funnel_steps)), [s["step"] for s in reversed(funnel_steps)], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.set_title(title)
     fig.tight_layout()
     return fig
