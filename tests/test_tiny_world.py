@@ -15,7 +15,7 @@ import pytest
 
 from lpt_utils import mcq
 from lpt_utils.tiny_world import corpus
-from lpt_utils.tiny_world.questions import KINDS, LETTERS, make_benchmark, scene_mcqs
+from lpt_utils.tiny_world.questions import KINDS, LETTERS, grade_mcq, make_benchmark, scene_mcqs, template_kind
 from lpt_utils.tiny_world.scenes import (CELL_NAMES, COLOURS, GRID, SHAPES, Scene, describe, load_scene_set,
                                          make_scene_set, render, sample_scene, signature_split)
 from lpt_utils.tiny_world.tokenizer import (ADDED_TOKENS, CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer,
@@ -140,6 +140,36 @@ def test_mcq_answers_agree_with_the_scene():
                 assert o.colour == it["answer"]
             if it["kind"] == "position":
                 assert it["answer"] in CELL_NAMES.values() and it["answer"] == it["target"]
+
+
+def test_grade_mcq_against_the_scene_graph():
+    for s in range(300):
+        scene = sample_scene(s)
+        for it in scene_mcqs(scene, random.Random(s)):
+            assert template_kind(it["question"]) == it["kind"]
+            assert grade_mcq(scene, it["question"], it["answer"]) is True, it
+            wrong = next(c for c in it["choices"] if c != it["answer"])
+            assert grade_mcq(scene, it["question"], wrong) is False, it
+    scene = Scene.from_dict({**sample_scene(1).to_dict(), "objects": [
+        {"shape": "circle", "colour": "red", "size": "small", "row": 0, "col": 0, "dx": 0.0, "dy": 0.0}]})
+    assert grade_mcq(scene, "What colour is the circle?", "red") is True
+    assert grade_mcq(scene, "What colour is the star?", "red") is False  # no star in the scene
+    assert grade_mcq(scene, "How many shapes are there in total?", "one") is True
+    assert grade_mcq(scene, "What is in the bottom right corner?", "nothing") is True
+    assert grade_mcq(scene, "Why is the sky blue?", "red") is None
+    assert template_kind("Why is the sky blue?") is None
+
+
+def test_aligned_writer_targets_are_right_and_follow_the_description():
+    for s in range(300):
+        scene = sample_scene(s)
+        messages, target = corpus.aligned_writer_example(scene, random.Random(s))
+        items = mcq.parse_tagged_list(target)
+        assert len(items) >= 4
+        for it in items:
+            assert mcq.validity(it) == "" and grade_mcq(scene, it.question, it.answer) is True, (target, it)
+        first = min(scene.objects, key=lambda o: describe(scene).find(f"{o.cell} corner"))
+        assert items[0].answer == first.colour  # the colour question is about the first object named
 
 
 def test_benchmark_file_is_vstar_shaped(tmp_path):

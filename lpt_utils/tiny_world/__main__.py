@@ -1,6 +1,8 @@
-"""`python -m lpt_utils.tiny_world build|check|prune [--models-dir DIR] [--only vlm|lm]`.
+"""`python -m lpt_utils.tiny_world build|check|prune [--models-dir DIR] [--only vlm|lm] [--serial]`.
 
-build: make sure both models (and their tokenizer) exist for the current recipes; check: vLLM smoke
+build: make sure both models (and their tokenizer) exist for the current recipes; with more than one
+model to build, the shared tokenizer is built first, then each model in its own subprocess (one
+thread each, in parallel; `--serial` builds them one after the other here); check: vLLM smoke
 checks (parse rate, accuracy per question kind, writer validity); prune: delete model folders left by
 older recipes."""
 
@@ -8,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,10 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", default=None, help="default: $LPT_MODELS_DIR or outputs/models")
     p.add_argument("--only", choices=["vlm", "lm"], action="append", help="one model (repeatable)")
     p.add_argument("--scenes", type=int, default=60, help="held-out scenes for `check`")
+    p.add_argument("--serial", action="store_true", help="build: one model after the other, in this process")
     args = p.parse_args(argv)
     names = args.only or ["lm", "vlm"]
 
-    from lpt_utils.tiny_world.models import default_models_dir, ensure_model, prune
+    from lpt_utils.tiny_world.models import RECIPES, default_models_dir, ensure_model, prune, recipe_hash
 
     models_dir = args.models_dir or str(default_models_dir())
     if args.command == "prune":
@@ -28,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"removed {path}")
         return 0
     if args.command == "build":
+        todo = [n for n in dict.fromkeys(names)
+                if not (Path(models_dir) / f"{n}-{recipe_hash(RECIPES[n])}" / "recipe_hash.txt").exists()]
+        if len(todo) > 1 and not args.serial:
+            return _build_parallel(todo, models_dir)
         for name in names:
             t0 = time.time()
             path = ensure_model(name, models_dir)
@@ -37,6 +48,29 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {name: check_in_subprocess(name, ensure_model(name, models_dir), args.scenes) for name in names}
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _build_parallel(names: list[str], models_dir: str) -> int:
+    """The shared tokenizer here, then each model in a child process (one thread each); fails when
+    any child fails."""
+    from lpt_utils.tiny_world.models import ensure_tokenizer
+
+    t0 = time.time()
+    print(f"tokenizer: {ensure_tokenizer(models_dir)} ({time.time() - t0:.0f} s)", flush=True)
+    env = {**os.environ, "LPT_TINY_THREADS": os.environ.get("LPT_TINY_THREADS", "1")}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    procs = {n: subprocess.Popen([sys.executable, "-m", "lpt_utils.tiny_world", "build", "--only", n,
+                                  "--models-dir", models_dir], env=env) for n in names}
+    failed = []
+    for n, proc in procs.items():
+        if proc.wait() != 0:
+            failed.append(f"{n} (exit {proc.returncode})")
+    print(f"parallel build of {', '.join(names)}: {time.time() - t0:.0f} s", flush=True)
+    if failed:
+        print(f"build failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,8 +2,9 @@
 
 `check_vlm` asks the student held-out ground-truth MCQs in the stage-2 prompt (forced `<think>`,
 sampled) and reports the parse rate, accuracy per question kind and per answer form, and how many
-MCQs got both right and wrong samples. `check_lm` runs the stage-1 writer on held-out descriptions
-and the reformat pass on loose lists, and reports how many responses parse into valid MCQs.
+MCQs got both right and wrong samples. `check_lm` runs the stage-1 writer on held-out (or train)
+descriptions and the reformat pass on loose lists, and reports how many responses parse into valid
+MCQs and how many of those agree with the scene graph (`questions.grade_mcq`), per question kind.
 
 Run as `python -m lpt_utils.tiny_world check`. vLLM runs in-process (engine start-up ~10-20 s with
 `VLLM_ENABLE_V1_MULTIPROCESSING=0`), one engine per process; never alongside a training run.
@@ -98,16 +99,23 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
 
 
 def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temperature: float = 0.7,
-             seed: int = 0, llm=None) -> dict[str, Any]:
+             seed: int = 0, llm=None, split: str = "heldout") -> dict[str, Any]:
+    """Writer and reformat checks on the first `n_scenes` scenes of `split` ("train": the scenes a
+    run's stage 0 draws, which the LM's warm-up also saw; "heldout": unseen ones).
+
+    `writer_agreement_by_kind`: of the valid writer MCQs whose question follows one of the tiny
+    world's templates (`questions.grade_mcq`), the share whose answer is right about the scene.
+    """
     from vllm import SamplingParams
 
     from lpt_utils import mcq
     from lpt_utils.tiny_world import corpus
+    from lpt_utils.tiny_world.questions import grade_mcq, template_kind
     from lpt_utils.tiny_world.scenes import describe, iter_split_scenes
 
     llm = llm or _llm(model_dir, seed)
     tok = llm.get_tokenizer()
-    it = iter_split_scenes("heldout", seed)
+    it = iter_split_scenes(split, seed)
     scenes = [next(it) for _ in range(n_scenes)]
     rng = random.Random(f"tiny-world-check-lm:{seed}")
     writer = [tok.apply_chat_template(mcq.writer_messages(describe(s)), add_generation_prompt=True, tokenize=False)
@@ -119,13 +127,23 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
     r_out = llm.generate(reformat_prompts, SamplingParams(n=1, temperature=0.0, max_tokens=600), use_tqdm=False)
     n_resp = n_items = n_valid = with_valid = 0
     reasons: dict[str, int] = defaultdict(int)
-    for out in w_out:
+    agree = defaultdict(lambda: [0, 0])  # kind -> [agreeing, graded]
+    for scene, out in zip(scenes, w_out):
         for o in out.outputs:
             n_resp += 1
             items = mcq.parse_tagged_list(o.text)
             valid = [it for it in items if not mcq.validity(it)]
             for it in items:
                 reasons[mcq.validity(it) or "valid"] += 1
+            for it in valid:
+                answer = it.choices[mcq.match_answer_to_options(it.answer, it.choices)[0]]
+                verdict = grade_mcq(scene, it.question, answer)
+                kind = template_kind(it.question) or "other"
+                agree[kind][1] += verdict is not None
+                agree[kind][0] += bool(verdict)
+                agree["all"][1] += verdict is not None
+                agree["all"][0] += bool(verdict)
+                agree["valid_items"][1] += 1  # how many valid items, templated or not
             n_items += len(items)
             n_valid += len(valid)
             with_valid += bool(valid)
@@ -143,6 +161,12 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
         "writer_items_per_response": round(n_items / max(1, n_resp), 2),
         "writer_valid_share": round(n_valid / max(1, n_items), 3),
         "writer_item_verdicts": dict(reasons),
+        "writer_split": split,
+        "writer_valid_by_kind": {k: n for k, (_, n) in sorted(agree.items()) if k not in ("all", "valid_items")}
+        | {"other": agree["valid_items"][1] - agree["all"][1]},
+        "writer_agreement": round(agree["all"][0] / max(1, agree["all"][1]), 3),
+        "writer_agreement_by_kind": {k: f"{a}/{n}" for k, (a, n) in sorted(agree.items())
+                                     if k not in ("all", "valid_items", "other")},
         "reformat_exact": f"{exact}/{len(reformat)}",
         "reformat_valid_share": round(r_valid / max(1, r_items), 3),
         "reformat_questions_kept": round(r_same / max(1, r_items), 3),
@@ -150,13 +174,16 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
     }
 
 
-def check_in_subprocess(name: str, model_dir: str | Path, n_scenes: int = 60, timeout: float = 900) -> dict[str, Any]:
-    """`check_vlm` / `check_lm` in a fresh Python process (one vLLM engine per process)."""
+def check_in_subprocess(name: str, model_dir: str | Path, n_scenes: int = 60, timeout: float = 900,
+                        **kwargs: Any) -> dict[str, Any]:
+    """`check_vlm` / `check_lm` in a fresh Python process (one vLLM engine per process); `kwargs`
+    (JSON-able) go to the check."""
     import subprocess
 
     fn = "check_vlm" if name == "vlm" else "check_lm"
     code = (f"import json; from lpt_utils.tiny_world.check import {fn}; "
-            f"print('@@' + json.dumps({fn}({str(model_dir)!r}, n_scenes={int(n_scenes)})))")
+            f"print('@@' + json.dumps({fn}({str(model_dir)!r}, n_scenes={int(n_scenes)}, "
+            f"**json.loads({json.dumps(kwargs)!r}))))")
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in VLLM_ENV.items()}}
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

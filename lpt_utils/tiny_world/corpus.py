@@ -18,6 +18,9 @@ import random
 from typing import Any, Iterator
 
 from lpt_utils import mcq
+import re
+
+from lpt_utils.tiny_world import questions as _q
 from lpt_utils.tiny_world.questions import KINDS, LETTERS, RELATIONS, scene_mcqs
 from lpt_utils.tiny_world.scenes import (CELL_NAMES, COLOURS, NUMBER_WORDS, SHAPES, Scene, describe,
                                          iter_split_scenes)
@@ -83,6 +86,72 @@ def loose_list(items: list[dict[str, Any]], rng: random.Random) -> str:
 def writer_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:
     """(prompt messages, completion) for the MCQ writer on this scene's description."""
     return mcq.writer_messages(describe(scene)), mcq.format_tagged_list(_mcq_items(scene, rng))
+
+
+_RELATION_SENTENCE = re.compile(r"The (\w+ \w+) is (to the left of|to the right of|directly above|directly below) "
+                                r"the (\w+ \w+)\.")
+_RELATION_ANSWER = {"to the left of": "to the left", "to the right of": "to the right",
+                    "directly above": "above", "directly below": "below"}
+
+
+def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
+    """Ground-truth MCQs whose subjects follow the description's order, so a tiny writer can copy.
+
+    The colour question is about the first object the description names, the shape question about
+    the second (wrapping round), the occupant question about the third object's corner (or an
+    empty corner, a third of the time), the position question about the first object with a unique
+    name, and the relation question restates the description's first relation sentence; the count
+    question is `scene_mcqs`'s (balanced answers). Same templates, answer sets and options as
+    `scene_mcqs`, in the same kind order.
+    """
+    text = describe(scene)
+    objs = sorted(scene.objects, key=lambda o: text.find(f"{o.cell} corner"))
+    n = len(objs)
+    items = []
+    o = objs[0]
+    if sum(p.shape == o.shape for p in objs) == 1:
+        q = f"What colour is the {o.shape}?"
+    else:
+        q = f"What colour is the shape in the {o.cell} corner?"
+    items.append(_q._item("colour", q, o.colour, rng.sample([c for c in COLOURS if c != o.colour], 3), rng,
+                          target=o.cell))
+    o = objs[1 % n]
+    if sum(p.colour == o.colour for p in objs) == 1:
+        q = f"What shape is the {o.colour} object?"
+    else:
+        q = f"What shape is in the {o.cell} corner?"
+    items.append(_q._item("shape", q, o.shape, [s for s in SHAPES if s != o.shape], rng, target=o.cell))
+    empty = [cell for cell in CELL_NAMES.values() if all(p.cell != cell for p in objs)]
+    if empty and rng.random() < 1 / 3:
+        cell = empty[0]
+        pool = {_q._thing(p.colour, p.shape) for p in objs}
+        while len(pool) < 3:
+            pool.add(_q._thing(rng.choice(list(COLOURS)), rng.choice(SHAPES)))
+        answer, distractors = "nothing", rng.sample(sorted(pool), 3)
+    else:
+        o = objs[2 % n]
+        cell, answer = o.cell, _q._thing(o.colour, o.shape)
+        distractors = [_q._thing(rng.choice([k for k in COLOURS if k != o.colour]), o.shape),
+                       _q._thing(o.colour, rng.choice([s for s in SHAPES if s != o.shape])), "nothing"]
+    items.append(_q._item("occupant", f"What is in the {cell} corner?", answer, distractors, rng, target=cell))
+    items.append(_q._count_q(scene, rng))
+    named = [p for p in objs if _q.is_unique_name(scene, p)]
+    if named:
+        o = named[0]
+        items.append(_q._item("position", f"Where is the {o.name}?", o.cell,
+                              [c for c in CELL_NAMES.values() if c != o.cell], rng, target=o.cell))
+    m = _RELATION_SENTENCE.search(text)
+    if m:
+        rel = _RELATION_ANSWER[m.group(2)]
+        items.append(_q._item("relation", f"Where is the {m.group(1)} relative to the {m.group(3)}?", rel,
+                              [r for r in RELATIONS if r != rel], rng))
+    return [{"question": it["question"], "choices": canonical_order(it["choices"]), "answer": it["answer"],
+             "type": it["type"]} for it in items]
+
+
+def aligned_writer_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:
+    """`writer_example` with `aligned_mcqs` as the target (the "mcq_writer_aligned" warm-up task)."""
+    return mcq.writer_messages(describe(scene)), mcq.format_tagged_list(aligned_mcqs(scene, rng))
 
 
 def reformat_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:

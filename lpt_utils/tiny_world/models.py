@@ -2,7 +2,9 @@
 
 - "vlm": a Qwen2.5-VL (text hidden 128 x 2 layers, vision hidden 64 x depth 2, ~1 M parameters) saved
   with a Qwen2.5-VL processor; the student of stages 2, 5 and 6.
-- "lm": a Qwen2 causal LM of the same text size; the MCQ writer and reformatter of stage 1.
+- "lm": a Qwen2 causal LM of the same text size; the MCQ writer and reformatter of stage 1. Its
+  writer targets (`corpus.aligned_writer_example`) ask about objects in the order the description
+  names them, which is what let it copy the right colour/shape/corner from the description.
 
 Both share one world tokenizer (`tokenizer.py`). Each is built from a `Recipe` (sizes, steps, learning
 rate, seed, corpus version): random init, then a short warm-up on the pipeline's own prompts
@@ -99,8 +101,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "vlm": Recipe(name="vlm", tasks=(("answer", 1.0),), probe_steps=60, train_scenes=2000, steps=300,
                   batch_size=8, lr=3e-3, vision_lr=0.0),
-    "lm": Recipe(name="lm", tasks=(("mcq_writer", 0.7), ("reformat", 0.3)), train_scenes=1500, steps=200,
-                 batch_size=4, lr=3e-3),
+    "lm": Recipe(name="lm", tasks=(("mcq_writer_aligned", 0.85), ("reformat", 0.15)), train_scenes=1500,
+                 steps=450, batch_size=4, lr=3e-3),
 }
 
 
@@ -133,7 +135,8 @@ def corpus_fingerprint() -> str:
     rng = random.Random(0)
     h = hashlib.sha256()
     for scene in corpus.train_scenes(12):
-        for part in (corpus.writer_example(scene, rng), corpus.reformat_example(scene, rng),
+        for part in (corpus.writer_example(scene, rng), corpus.aligned_writer_example(scene, rng),
+                     corpus.reformat_example(scene, rng),
                      *[(m, c) for _, m, c in corpus.student_examples(scene)]):
             h.update(json.dumps(part, sort_keys=True).encode())
     for i, text in enumerate(corpus.tokenizer_texts(3)):
@@ -359,7 +362,8 @@ def _build_lm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict[
     )
     model = Qwen2ForCausalLM(config)
 
-    makers = {"mcq_writer": corpus.writer_example, "reformat": corpus.reformat_example}
+    makers = {"mcq_writer": corpus.writer_example, "mcq_writer_aligned": corpus.aligned_writer_example,
+              "reformat": corpus.reformat_example}
     scenes = corpus.train_scenes(recipe.train_scenes, recipe.seed)
     rng = random.Random(f"tiny-world-lm:{recipe.seed}")
     tasks = [t for t, _ in recipe.tasks]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +194,96 @@ def make_benchmark(out_dir: str | Path, n_scenes: int = 100, seed: int = 0,
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
     return path
+
+
+# ----------------------------------------------------------------------------- grading a writer's MCQ
+
+_CELL_RX = "|".join(CELL_NAMES.values())
+_COLOUR_RX = "|".join(COLOURS)
+_SHAPE_RX = "|".join(SHAPES)
+_NAME_RX = rf"(?:{_COLOUR_RX}) (?:{_SHAPE_RX})"
+# (kind, pattern) for every question template `scene_mcqs` writes, matched on the whole question.
+_TEMPLATES = (
+    ("colour", rf"what colour is the (?P<shape>{_SHAPE_RX})\?"),
+    ("colour", rf"what colour is the shape in the (?P<cell>{_CELL_RX}) corner\?"),
+    ("shape", rf"what shape is the (?P<colour>{_COLOUR_RX}) object\?"),
+    ("shape", rf"what shape is in the (?P<cell>{_CELL_RX}) corner\?"),
+    ("occupant", rf"what is in the (?P<cell>{_CELL_RX}) corner\?"),
+    ("count", r"how many shapes are there in total\?"),
+    ("count", rf"how many (?P<shape>{_SHAPE_RX})s are there\?"),
+    ("count", rf"how many (?P<colour>{_COLOUR_RX}) shapes are there\?"),
+    ("relation", rf"where is the (?P<a>{_NAME_RX}) relative to the (?P<b>{_NAME_RX})\?"),
+    ("position", rf"where is the (?P<a>{_NAME_RX})\?"),
+)
+_TEMPLATE_RX = [(k, re.compile(p)) for k, p in _TEMPLATES]
+
+
+def _norm_text(s: str) -> str:
+    return " ".join(s.lower().strip().strip(".").split())
+
+
+def _match_template(question: str):
+    q = _norm_text(question)
+    for kind, rx in _TEMPLATE_RX:
+        m = rx.fullmatch(q)
+        if m:
+            return kind, m
+    return None
+
+
+def template_kind(question: str) -> str | None:
+    """The kind of tiny-world question template `question` follows, or None."""
+    hit = _match_template(question)
+    return hit[0] if hit else None
+
+
+def grade_mcq(scene: Scene, question: str, answer: str) -> bool | None:
+    """Whether `answer` is right about `scene` for a question in one of `scene_mcqs`'s templates.
+
+    None when the question follows none of them. A question about something the scene lacks (a
+    shape that is not there, an ambiguous name, two objects that share no row or column) or
+    whose answer is not the scene's value gives False.
+    """
+    hit = _match_template(question)
+    if hit is None:
+        return None
+    kind, m = hit
+    g = m.groupdict()
+    ans = _norm_text(answer)
+    objs = list(scene.objects)
+    at = {o.cell: o for o in objs}
+
+    def unique(pred) -> Any:
+        found = [o for o in objs if pred(o)]
+        return found[0] if len(found) == 1 else None
+
+    if kind == "colour":
+        o = at.get(g["cell"]) if g.get("cell") else unique(lambda p: p.shape == g["shape"])
+        return o is not None and ans == o.colour
+    if kind == "shape":
+        o = at.get(g["cell"]) if g.get("cell") else unique(lambda p: p.colour == g["colour"])
+        return o is not None and ans == o.shape
+    if kind == "occupant":
+        o = at.get(g["cell"])
+        return ans == ("nothing" if o is None else _thing(o.colour, o.shape))
+    if kind == "count":
+        if g.get("shape"):
+            n = sum(o.shape == g["shape"] for o in objs)
+        elif g.get("colour"):
+            n = sum(o.colour == g["colour"] for o in objs)
+        else:
+            n = len(objs)
+        return ans == NUMBER_WORDS[n]
+    a = unique(lambda p: p.name == g["a"])
+    if kind == "position":
+        return a is not None and ans == a.cell
+    b = unique(lambda p: p.name == g["b"])
+    if a is None or b is None or a is b:
+        return False
+    if a.row == b.row:
+        rel = "to the left" if a.col < b.col else "to the right"
+    elif a.col == b.col:
+        rel = "above" if a.row < b.row else "below"
+    else:
+        return False
+    return ans == rel
