@@ -95,3 +95,58 @@ def caption_cards(records, n: int = 3, width: int = 70, max_lines: int = 14):
         ax_txt.set_axis_off()
     fig.tight_layout()
     return fig
+
+
+def cot_cards(cots: pd.DataFrame, mcqs: pd.DataFrame, width: int = 70, max_lines: int = 10):
+    """Responses beside their image: question, options (right one marked), thought, answer, label."""
+    if cots.empty:
+        print("(no responses to show)")
+        return None
+    by_id = mcqs.set_index("mcq_id")
+    fig, axes = plt.subplots(len(cots), 2, figsize=(11, 3.0 * len(cots)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.2]})
+    for (ax_img, ax_txt), (_, r) in zip(axes, cots.iterrows()):
+        m = by_id.loc[r["mcq_id"]]
+        with Image.open(m["image_path"]) as im:
+            ax_img.imshow(im.convert("RGB"))
+        ax_img.set_axis_off()
+        ax_img.set_title(r["response_id"], fontsize=8)
+        opts = "  ".join(("✔" if chr(65 + i) == m["answer_letter"] else "") + f"({chr(65 + i)}) {c}"
+                         for i, c in enumerate(m["choices"]))
+        thought = textwrap.wrap(r["thought"], width)
+        lines = textwrap.wrap(m["question"], width) + textwrap.wrap(opts, width) + [""]
+        lines += ["thought: " + (thought[0] if thought else "")] + thought[1:max_lines]
+        lines += [f"answer: {r['answer']}   →  {r['label']}"]
+        ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
+                    color="#1b5e20" if r["label"] == "O" else "#b71c1c")
+        ax_txt.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by(df: pd.DataFrame, by: str, title: str):
+    """Accuracy (share of `is_correct`) per group, with the number of responses on each bar."""
+    g = df.groupby(by)["is_correct"].agg(["mean", "size"]).sort_values("mean")
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(g) + 1.3))
+    ax.barh([str(i) for i in g.index], g["mean"], color="#4C72B0")
+    for y, (acc, n) in enumerate(zip(g["mean"], g["size"])):
+        ax.text(acc, y, f" {acc:.0%} of {n}", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def length_hist(groups: dict[str, pd.Series], title: str, xlabel: str = "tokens"):
+    """Overlaid histograms of lengths, one per named group."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, values in groups.items():
+        if len(values):
+            ax.hist(values, bins=30, alpha=0.55, label=f"{name} (n={len(values)}, median {values.median():.0f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("responses")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -19,6 +19,11 @@ def test_every_profile_loads_and_tiny_inherits_paper():
     assert tiny["mcq"]["writer"]["engine"]["backend"] == "vllm"
     assert tiny["mcq"]["writer"]["sampling"]["temperature"] == 0.7
     assert tiny["mcq"]["answer_forms"] == paper["mcq"]["answer_forms"]
+    # stage 2: appendix 3 samples, released code 10, same sampling otherwise
+    rel = config.load_profile("released_code")
+    assert paper["simple_cot"]["sampling"]["n"] == 3 and rel["simple_cot"]["sampling"]["n"] == 10
+    assert rel["simple_cot"]["sampling"]["top_p"] == 0.8 == paper["simple_cot"]["sampling"]["top_p"]
+    assert paper["student"]["engine"]["max_pixels"] == 512 * 512
 
 
 def test_profiles_build_valid_engine_configs():
@@ -28,6 +33,7 @@ def test_profiles_build_valid_engine_configs():
         s = config.load_profile(name)
         for role in ("writer", "reformatter"):
             EngineConfig.from_dict(s["mcq"][role]["engine"])
+        EngineConfig.from_dict(s["student"]["engine"])
 
 
 def test_no_profile_holds_a_secret():

@@ -74,3 +74,26 @@ def test_01_rerun_calls_no_model_and_changes_nothing(tiny_run):
     assert artifacts.load_stage(stage).equals(rows_before)
     text = json.dumps(nbformat.read(out, as_version=4).cells[-1].get("outputs", []))
     assert "wrote" in text
+
+
+def test_02_writes_simple_cots_with_both_labels(tiny_run):
+    run, _ = tiny_run
+    mcqs = artifacts.load_stage(run.stage_dir("mcq"))
+    df = artifacts.load_stage(run.stage_dir("simple_cot"))
+    manifest = artifacts.read_manifest(run.stage_dir("simple_cot"))
+    n = run.settings["simple_cot"]["sampling"]["n"]
+    assert len(df) == n * int(mcqs.is_valid.sum())  # every valid MCQ, n samples, dropped rows kept
+    assert set(df.mcq_id) == set(mcqs[mcqs.is_valid].mcq_id)
+    assert df.response_id.is_unique
+    for col in ("raw_text", "thought", "answer", "is_correct", "label", "num_tokens", "kept", "drop_reason"):
+        assert col in df.columns, col
+    assert df.raw_text.str.startswith("<think>").all()
+    assert (df.raw_text.str.count("<think>") == 1).all()  # exactly one opening tag
+    kept = df[df.kept]
+    assert {"O", "X"} <= set(kept.label)  # both right and wrong simple CoTs occur
+    assert (kept.label == "O").equals(kept.is_correct)
+    assert set(df[~df.kept].drop_reason) <= {"unparsable", "duplicate"}
+    assert manifest["counts"]["O"] == int((kept.label == "O").sum())
+    assert manifest["funnel"][-1]["out"] == len(kept)
+    for name in ("02_accuracy_by_type", "02_lengths", "02_funnel"):
+        assert (run.figures_dir / f"{name}.png").exists(), name

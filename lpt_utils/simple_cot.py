@@ -1,0 +1,136 @@
+"""Stage 2: the student VLM answers every valid MCQ with a short chain of thought ("simple CoT").
+
+The assistant turn is forced to begin with the think tag (exactly one: a chat template that already
+opens it gets no second one), several samples per MCQ. Each response is parsed into thought and answer
+and verified against the right option (`lpt_utils.verify`): O = right, X = wrong. Unparsable and
+duplicate responses stay in the artifact with the reason and are not used later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lpt_utils.artifacts import Funnel
+from lpt_utils.mcq import student_messages
+from lpt_utils.verify import parse_response, verify
+
+THINK = "<think>"
+
+
+def template_opens_think(model_path: str, tag: str = THINK) -> bool:
+    """Whether the model's chat template already ends its generation prompt with `tag` (newer
+    DeepSeek-R1-Distill templates do). Remote models (no local tokenizer files) count as not."""
+    p = Path(model_path)
+    cfg = p / "tokenizer_config.json"
+    template = ""
+    if (p / "chat_template.jinja").exists():
+        template = (p / "chat_template.jinja").read_text()
+    elif cfg.exists():
+        template = str(json.loads(cfg.read_text()).get("chat_template") or "")
+    if not template:
+        return False
+    import jinja2
+
+    try:
+        rendered = jinja2.Environment().from_string(template).render(
+            messages=[{"role": "user", "content": "x"}], add_generation_prompt=True,
+            bos_token="", eos_token="")
+    except jinja2.TemplateError:
+        return False
+    return rendered.rstrip().endswith(tag)
+
+
+def forced_prefix(model_path: str, tag: str = THINK) -> str:
+    """What the assistant turn is forced to begin with: the tag, unless the template adds it."""
+    return "" if template_opens_think(model_path, tag) else tag
+
+
+def requests(mcqs, sampling: dict[str, Any], prefix: str, with_type: bool = True) -> list:
+    """One request per valid MCQ (n samples each), its prompt the stage-1 student prompt."""
+    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
+
+    s = SamplingSettings.from_dict(sampling)
+    return [GenerationRequest(messages=student_messages(m, with_type=with_type), assistant_prefix=prefix,
+                              sampling=s, meta={"mcq_id": m["mcq_id"]})
+            for m in mcqs]
+
+
+@dataclass
+class SimpleCoT:
+    """One row of the stage-2 artifact: one sampled response."""
+
+    mcq_id: str
+    response_id: str
+    image_id: str
+    image_path: str
+    question_type: str
+    raw_text: str  # the whole assistant turn, think tag included
+    thought: str
+    answer: str
+    answer_letter: str  # the right option's letter
+    named_letter: str  # the option the answer names ("" when none or ambiguous)
+    match: str  # how the verifier read the answer (lpt_utils.verify.Verdict.how)
+    is_correct: bool
+    label: str  # "O" (right) or "X" (wrong); "" when unparsable
+    num_tokens: int
+    finish_reason: str
+    kept: bool
+    drop_reason: str  # "" | "unparsable" | "duplicate"
+
+
+def score(mcqs, results, *, released_any_option_text: bool = False) -> tuple[list[SimpleCoT], Funnel]:
+    """Parse, verify and de-duplicate every sample. `mcqs` are the stage-1 rows (dicts) in the
+    order of `results`."""
+    rows: list[SimpleCoT] = []
+    for m, res in zip(mcqs, results, strict=True):
+        seen: set[str] = set()
+        for k, (text, ntok, fin) in enumerate(zip(res.texts, res.num_tokens, res.finish_reasons)):
+            raw = THINK + text
+            p = parse_response(raw)
+            v = verify(p.answer, list(m["choices"]), m["answer_letter"],
+                       released_any_option_text=released_any_option_text) if p.ok else None
+            key = " ".join(raw.split())
+            drop = "unparsable" if not p.ok else ("duplicate" if key in seen else "")
+            seen.add(key)
+            rows.append(SimpleCoT(
+                mcq_id=m["mcq_id"], response_id=f"{m['mcq_id']}-s{k}", image_id=m["image_id"],
+                image_path=m["image_path"], question_type=m["question_type"], raw_text=raw,
+                thought=p.thought, answer=p.answer, answer_letter=m["answer_letter"],
+                named_letter=(v.letter or "") if v else "", match=v.how if v else "",
+                is_correct=bool(v and v.correct), label=("O" if v and v.correct else "X") if p.ok else "",
+                num_tokens=int(ntok), finish_reason=fin, kept=not drop, drop_reason=drop))
+    funnel = Funnel()
+    n = len(rows)
+    parsed = sum(r.drop_reason != "unparsable" for r in rows)
+    funnel.add("responses that parse (think then answer tags)", n, parsed, {"unparsable": n - parsed})
+    kept = sum(r.kept for r in rows)
+    funnel.add("distinct responses per MCQ", parsed, kept, {"duplicate": parsed - kept})
+    return rows, funnel
+
+
+def summary(rows: list[SimpleCoT]) -> dict[str, Any]:
+    """Counts for the manifest: kept O and X, accuracy overall and per question type."""
+    kept = [r for r in rows if r.kept]
+    by_type: dict[str, list[bool]] = {}
+    for r in kept:
+        by_type.setdefault(r.question_type, []).append(r.is_correct)
+    labels = Counter(r.label for r in kept)
+    mixed = Counter()
+    per_mcq: dict[str, set[str]] = {}
+    for r in kept:
+        per_mcq.setdefault(r.mcq_id, set()).add(r.label)
+    mixed.update("both O and X" if len(v) == 2 else f"only {next(iter(v))}" for v in per_mcq.values())
+    return {
+        "responses": len(rows), "kept": len(kept), "O": labels.get("O", 0), "X": labels.get("X", 0),
+        "accuracy": round(sum(r.is_correct for r in kept) / len(kept), 4) if kept else None,
+        "accuracy_by_type": {t: round(sum(v) / len(v), 4) for t, v in sorted(by_type.items())},
+        "mcqs_by_labels": dict(mixed),
+    }
+
+
+def to_rows(rows: list[SimpleCoT]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
