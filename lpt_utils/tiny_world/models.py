@@ -322,6 +322,29 @@ def _completion_loss(model, labels, **inputs):
     return F.cross_entropy(logits.float(), targets[keep])
 
 
+def _warm_up(model, opt, recipe: Recipe, batch: Callable, desc: str, progress: bool) -> list[float]:
+    """The warm-up loop both models share: `batch()` gives (model inputs, labels); completion-only
+    loss, clipped AdamW steps on a cosine schedule. Returns the loss per step."""
+    import torch
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, recipe.steps, recipe.warmup_steps))
+    losses = []
+    bar = _tqdm(recipe.steps, desc, progress)
+    for _ in range(recipe.steps):
+        inputs, labels = batch()
+        loss = _completion_loss(model, labels, **inputs)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(round(loss.item(), 4))
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update()
+    bar.close()
+    return losses
+
+
 def _tqdm(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -379,22 +402,13 @@ def _build_lm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict[
 
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
                             betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, recipe.steps, recipe.warmup_steps))
-    losses = []
     model.train()
-    bar = _tqdm(recipe.steps, "warm-up lm", progress)
-    for step in range(recipe.steps):
+
+    def lm_batch():
         input_ids, mask, labels = batch()
-        loss = _completion_loss(model, labels, input_ids=input_ids, attention_mask=mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(round(loss.item(), 4))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.update()
-    bar.close()
+        return dict(input_ids=input_ids, attention_mask=mask), labels
+
+    losses = _warm_up(model, opt, recipe, lm_batch, "warm-up lm", progress)
     model.eval()
     _save_generation_config(model, tok)
     model.save_pretrained(out)
@@ -611,21 +625,7 @@ def _build_vlm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict
         for p in visual:
             p.requires_grad_(False)
     opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, recipe.steps, recipe.warmup_steps))
-    losses = []
-    bar = _tqdm(recipe.steps, "warm-up vlm", progress)
-    for step in range(recipe.steps):
-        inputs, labels = batch()
-        loss = _completion_loss(model, labels, **inputs)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(round(loss.item(), 4))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        bar.update()
-    bar.close()
+    losses = _warm_up(model, opt, recipe, batch, "warm-up vlm", progress)
     for p in visual:
         p.requires_grad_(True)
     model.eval()
