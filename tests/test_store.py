@@ -168,3 +168,10 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path):
 
 if __name__ == "__main__":  # the worker killed by the test above
     run_requests(CountingEngine(batch_size=2, sleep_s=0.15), make_requests(20), RequestStore(sys.argv[1]))
+
+
+def test_identical_requests_keep_their_own_meta(tmp_path: Path):
+    reqs = [GenerationRequest(prompt="same", meta={"index": i}) for i in range(3)]
+    out = run_requests(CountingEngine(), reqs, RequestStore(tmp_path / "s.jsonl"))
+    assert [r.meta["index"] for r in out] == [0, 1, 2]
+    assert out.stats.generated == 1

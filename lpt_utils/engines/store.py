@@ -172,7 +172,6 @@ def run_requests(
 
     out = []
     for k, r in zip(keys, requests):
-        res = store.get(k)
-        res.meta = dict(r.meta)
-        out.append(res)
+        # A copy per request: identical requests share a stored result but not their meta.
+        out.append(replace(store.get(k), meta=dict(r.meta)))
     return RunResults(out, stats)
