@@ -172,6 +172,7 @@ def run_requests(
 
     out = []
     for k, r in zip(keys, requests):
-        # A copy per request: identical requests share a stored result but not their meta.
-        out.append(replace(store.get(k), meta=dict(r.meta)))
+        res = store.get(k)
+        res.meta = dict(r.meta)
+        out.append(res)
     return RunResults(out, stats)
