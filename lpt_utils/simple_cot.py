@@ -33,13 +33,14 @@ def template_opens_think(model_path: str, tag: str = THINK) -> bool:
         template = str(json.loads(cfg.read_text()).get("chat_template") or "")
     if not template:
         return False
-    import jinja2
+    from jinja2 import TemplateError
+    from transformers.utils.chat_template_utils import render_jinja_template
 
-    try:
-        rendered = jinja2.Environment().from_string(template).render(
-            messages=[{"role": "user", "content": "x"}], add_generation_prompt=True,
-            bos_token="", eos_token="")
-    except jinja2.TemplateError:
+    try:  # transformers' own renderer: the same extensions (raise_exception, ...) as at run time
+        rendered, _ = render_jinja_template([[{"role": "user", "content": "x"}]], chat_template=template,
+                                            add_generation_prompt=True, bos_token="", eos_token="")
+        rendered = rendered[0]
+    except TemplateError:
         return False
     return rendered.rstrip().endswith(tag)
 
