@@ -13,9 +13,14 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from typing import Sequence
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
+from lpt_utils.artifacts import Funnel
+from lpt_utils.mcq import choice_lines
 from lpt_utils.prompts import render
+from lpt_utils.verify import parse_response, verify
 
 CUES = ("Wait,", "Hmm,", "Alternatively,", "Let's double-check the details.")
 SEPARATORS = ("\n", " ")
@@ -70,3 +75,227 @@ def banned_hits(text: str, banned: Sequence[str]) -> list[str]:
 def transition(simple_correct: bool, long_correct: bool) -> str:
     """"O→O", "O→X", "X→O" or "X→X": the simple CoT's label, then the long CoT's."""
     return f"{'O' if simple_correct else 'X'}→{'O' if long_correct else 'X'}"
+
+
+def long_thought(simple_thought: str, separator: str, cue: str, added_thought: str) -> str:
+    """The long thought the student is trained on: the simple thought (as spliced into the prefix),
+    the separator, the cue, then what the reasoning model added."""
+    added = added_thought.strip()
+    return f"{splice_thought(simple_thought)}{separator}{cue}{' ' if added else ''}{added}"
+
+
+def render_prompt(tokenizer, user: str) -> str:
+    """The reasoning model's prompt as its chat template renders it, up to the assistant turn.
+
+    A raw prompt (not chat messages) so the pre-filled turn is exactly generation prompt + prefix
+    whatever the template does with a final assistant message (R1 templates drop text before a
+    `</think>` there, and open `<think>` only in the generation prompt)."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+@dataclass
+class Example:
+    """One simple CoT to expand: its MCQ, its thought, and the cue and separator drawn for it."""
+
+    mcq: dict[str, Any]
+    simple: dict[str, Any]  # the stage-2 row (response_id, thought, answer, is_correct, ...)
+    cue: str
+    separator: str
+    prompt: str = ""
+    prefix: str = ""
+
+
+def examples(mcqs: dict[str, dict[str, Any]], simple_rows: list[dict[str, Any]], *, seed: int,
+             cues: Sequence[str], separators: Sequence[str] = SEPARATORS) -> list[Example]:
+    """One example per kept simple CoT, cue and separator drawn from (seed, response id)."""
+    out = []
+    for r in simple_rows:
+        cue, sep = draw_cue_and_separator(seed, r["response_id"], cues, separators)
+        out.append(Example(mcq=mcqs[r["mcq_id"]], simple=r, cue=cue, separator=sep))
+    return out
+
+
+def build_prompts(exs: list[Example], tokenizer, think_tag: str = "<think>") -> list[Example]:
+    """Fill each example's raw prompt and pre-filled prefix. The think tag is written only when the
+    chat template does not already end the generation prompt with it."""
+    for ex in exs:
+        lines = choice_lines(ex.mcq)
+        ex.prompt = render_prompt(tokenizer, user_message(ex.mcq["description"], ex.mcq["question"], lines))
+        tag = "" if ex.prompt.rstrip().endswith(think_tag) else think_tag
+        ex.prefix = assistant_prefix(ex.mcq["question"], lines, ex.simple["thought"], ex.cue, ex.separator, tag)
+    return exs
+
+
+def requests(exs: list[Example], sampling: dict[str, Any], banned_words: Sequence[str] = (),
+             ban_in_sampling: bool = False) -> list:
+    """One request per example (n samples each); banned words also block sampling when asked."""
+    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
+
+    s = dict(sampling)
+    if ban_in_sampling:
+        s["bad_words"] = list(banned_words)
+    settings = SamplingSettings.from_dict(s)
+    return [GenerationRequest(prompt=ex.prompt, assistant_prefix=ex.prefix, sampling=settings,
+                              meta={"response_id": ex.simple["response_id"], "cue": ex.cue})
+            for ex in exs]
+
+
+@dataclass
+class LongCoT:
+    """One row of the stage-3 artifact: one continuation of one simple CoT."""
+
+    mcq_id: str
+    simple_id: str  # the stage-2 response it expands
+    long_id: str
+    image_id: str
+    image_path: str
+    question_type: str
+    cue: str
+    separator: str
+    simple_thought: str
+    simple_answer: str
+    simple_correct: bool
+    simple_num_tokens: int
+    prefix: str  # the pre-filled assistant text (think tag, opening, simple thought, cue)
+    raw_text: str  # what the reasoning model generated after the prefix
+    added_thought: str  # that text up to the closing think tag
+    long_thought: str  # simple thought + separator + cue + added thought (what the student learns)
+    answer: str
+    answer_letter: str
+    named_letter: str
+    match: str
+    is_correct: bool
+    transition: str  # O→O | O→X | X→O | X→X ("" when unparsable)
+    num_tokens: int  # tokens the reasoning model generated
+    finish_reason: str
+    banned_hits: list[str] = field(default_factory=list)
+    kept: bool = True
+    drop_reason: str = ""  # "" | "unparsable" | "banned word" | "duplicate"
+
+
+def _continuation(prefix: str, text: str, think_tag: str) -> tuple[str, str]:
+    """(whole think+answer text for parsing, added thought) from the prefix and the continuation."""
+    whole = prefix + text
+    if think_tag not in prefix:
+        whole = think_tag + whole
+    added = text.split("</think>", 1)[0] if "</think>" in text else ""
+    return whole, added.strip()
+
+
+def score(exs: list[Example], results, *, banned_words: Sequence[str] = (), think_tag: str = "<think>",
+          released_any_option_text: bool = False) -> tuple[list[LongCoT], Funnel]:
+    """Parse, verify, filter banned words in the added thought, label transitions, de-duplicate
+    per MCQ (on the whole long thought and answer)."""
+    rows: list[LongCoT] = []
+    seen: dict[str, set[str]] = {}
+    for ex, res in zip(exs, results, strict=True):
+        m, sc = ex.mcq, ex.simple
+        for k, (text, ntok, fin) in enumerate(zip(res.texts, res.num_tokens, res.finish_reasons)):
+            whole, added = _continuation(ex.prefix, text, think_tag)
+            p = parse_response(whole)
+            ok = p.ok and bool(added)
+            v = verify(p.answer, list(m["choices"]), m["answer_letter"],
+                       released_any_option_text=released_any_option_text) if ok else None
+            hits = banned_hits(added, banned_words) if ok else []
+            lt = long_thought(sc["thought"], ex.separator, ex.cue, added) if ok else ""
+            key = " ".join(f"{lt} {p.answer}".split())
+            mcq_seen = seen.setdefault(m["mcq_id"], set())
+            drop = ("unparsable" if not ok else "banned word" if hits else
+                    "duplicate" if key in mcq_seen else "")
+            if not drop:
+                mcq_seen.add(key)
+            rows.append(LongCoT(
+                mcq_id=m["mcq_id"], simple_id=sc["response_id"], long_id=f"{sc['response_id']}-l{k}",
+                image_id=m["image_id"], image_path=m["image_path"], question_type=m["question_type"],
+                cue=ex.cue, separator=ex.separator, simple_thought=sc["thought"], simple_answer=sc["answer"],
+                simple_correct=bool(sc["is_correct"]), simple_num_tokens=int(sc["num_tokens"]),
+                prefix=ex.prefix, raw_text=text, added_thought=added, long_thought=lt,
+                answer=p.answer if ok else "", answer_letter=m["answer_letter"],
+                named_letter=(v.letter or "") if v else "", match=v.how if v else "",
+                is_correct=bool(v and v.correct),
+                transition=transition(bool(sc["is_correct"]), bool(v and v.correct)) if ok else "",
+                num_tokens=int(ntok), finish_reason=fin, banned_hits=hits, kept=not drop, drop_reason=drop))
+    funnel = Funnel()
+    n = len(rows)
+    parsed = sum(r.drop_reason != "unparsable" for r in rows)
+    funnel.add("continuations that close the thought and answer", n, parsed, {"unparsable": n - parsed})
+    clean = parsed - sum(r.drop_reason == "banned word" for r in rows)
+    funnel.add("added thought free of banned words", parsed, clean, {"banned word": parsed - clean})
+    kept = sum(r.kept for r in rows)
+    funnel.add("distinct long CoTs per MCQ", clean, kept, {"duplicate": clean - kept})
+    return rows, funnel
+
+
+def transition_table(rows: list[dict[str, Any]] | Any, by: str | None = "cue"):
+    """Counts and rates of the four transitions among kept rows, overall and per `by` (e.g. cue).
+
+    Rates are P(after | before): O→X is the share of right simple CoTs the expansion broke, X→O the
+    share of wrong ones it recovered."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df = df[df.kept] if len(df) else df
+    groups = [("all", df)] + ([(g, d) for g, d in df.groupby(by)] if by and len(df) else [])
+    out = []
+    for name, d in groups:
+        c = Counter(d.transition)
+        n_o, n_x = c["O→O"] + c["O→X"], c["X→O"] + c["X→X"]
+        row = {by or "group": name, "n": len(d)}
+        for t in TRANSITIONS:
+            row[t] = c[t]
+        row["rate O→X"] = round(c["O→X"] / n_o, 3) if n_o else None
+        row["rate X→O"] = round(c["X→O"] / n_x, 3) if n_x else None
+        out.append(row)
+    return pd.DataFrame(out).set_index(by or "group")
+
+
+def summary(rows: list[LongCoT]) -> dict[str, Any]:
+    kept = [r for r in rows if r.kept]
+    return {
+        "continuations": len(rows), "kept": len(kept),
+        "transitions": {t: sum(r.transition == t for r in kept) for t in TRANSITIONS},
+        "dropped": dict(Counter(r.drop_reason for r in rows if not r.kept)),
+        "banned_word_hits": dict(Counter(w for r in rows for w in r.banned_hits)),
+        "accuracy_after": round(sum(r.is_correct for r in kept) / len(kept), 4) if kept else None,
+        "cues": dict(Counter(r.cue for r in kept)),
+    }
+
+
+def to_rows(rows: list[LongCoT]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
+
+
+def collateral_words(text: str, banned: Sequence[str]) -> list[str]:
+    """Longer words that merely contain a banned word ("statement" for "state", "textures" for
+    "text"): what a sub-word sampling ban may block although the filter would keep them."""
+    singles = {b.lower() for b in banned if b.strip() and " " not in b.strip()}
+    words = {w.lower() for w in re.findall(r"[A-Za-z']+", text)}
+    return sorted(w for w in words if w not in singles and any(b in w for b in singles))
+
+
+def ban_effect(with_ban: list[LongCoT], without_ban: list[LongCoT], banned: Sequence[str]) -> "Any":
+    """The same prompts sampled with and without the sampling ban, side by side: how often the
+    added thought hits a banned word (whole word), how often it holds a longer word that merely
+    contains one, how many continuations survive the filter, and their length."""
+    import pandas as pd
+
+    def arm(rows: list[LongCoT]) -> dict[str, Any]:
+        parsed = [r for r in rows if r.drop_reason != "unparsable"]
+        n = max(len(parsed), 1)
+        return {
+            "continuations": len(rows),
+            "parse": round(len(parsed) / max(len(rows), 1), 3),
+            "banned word in added thought": round(sum(bool(r.banned_hits) for r in parsed) / n, 3),
+            "longer word containing one": round(sum(bool(collateral_words(r.added_thought, banned))
+                                                    for r in parsed) / n, 3),
+            "kept after filter": round(sum(r.kept for r in rows) / max(len(rows), 1), 3),
+            "mean generated tokens": round(sum(r.num_tokens for r in rows) / max(len(rows), 1), 1),
+        }
+
+    return pd.DataFrame({"ban in sampling": arm(with_ban), "filter only": arm(without_ban)})
+
+
+def token_lengths(tokenizer, texts) -> list[int]:
+    """Token counts of `texts` with one tokenizer (the student's: what it will be trained on)."""
+    return [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]

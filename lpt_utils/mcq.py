@@ -253,14 +253,21 @@ def mcqs_from_responses(image_id: str, image_path: str, description: str, raw_re
 # ----------------------------------------------------------------------------- the student prompt
 
 
+def choice_lines(mcq: dict[str, Any] | MCQ) -> list[str]:
+    """The options as the prompts show them, one per line, in the MCQ's drawn form ("(A) text" or
+    "A. text")."""
+    row = mcq.to_row() if isinstance(mcq, MCQ) else mcq
+    fmt = CHOICE_FORMS[row["choice_form"]]
+    return [fmt.format(letter=LETTERS[i], text=c) for i, c in enumerate(row["choices"])]
+
+
 def student_messages(mcq: dict[str, Any] | MCQ, image_path: str | None = None,
                      with_type: bool = True) -> list[dict[str, Any]]:
     """The prompt the student VLM answers (stages 2 and 4): an R1-style think system prompt with a
     task line naming the reasoning type and a format line naming the answer form; the user turn
     holds the image, the question, a "select from the following choices" line and the options."""
     row = mcq.to_row() if isinstance(mcq, MCQ) else mcq
-    fmt = CHOICE_FORMS[row["choice_form"]]
-    lines = [fmt.format(letter=LETTERS[i], text=c) for i, c in enumerate(row["choices"])]
+    lines = choice_lines(row)
     system = render("student_system", question_type=row.get("question_type", "") if with_type else "",
                     answer_form_description=ANSWER_FORMS[row["answer_form"]])
     user = render("student_user", question=row["question"], choice_lines=lines)

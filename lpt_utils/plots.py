@@ -150,3 +150,26 @@ def length_hist(groups: dict[str, pd.Series], title: str, xlabel: str = "tokens"
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def transition_grid(table: pd.DataFrame, title: str):
+    """One 2×2 panel per row of `long_cot.transition_table` (all, then per cue): simple CoT's label
+    down, long CoT's across; each cell its count and its rate given the simple label."""
+    groups = list(table.index)
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups), 2.9), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        r = table.loc[g]
+        counts = [[int(r["O→O"]), int(r["O→X"])], [int(r["X→O"]), int(r["X→X"])]]
+        ax.imshow([[c / max(sum(row), 1) for c in row] for row in counts], cmap="Greens", vmin=0, vmax=1)
+        for i, row in enumerate(counts):
+            for j, c in enumerate(row):
+                rate = c / max(sum(row), 1)
+                ax.text(j, i, f"{c}\n{rate:.0%}", ha="center", va="center", fontsize=9,
+                        color="white" if rate > 0.6 else "black")
+        ax.set_xticks([0, 1], ["→ O", "→ X"])
+        ax.set_yticks([0, 1], ["O", "X"])
+        ax.set_title(f"{g} (n={int(r['n'])})", fontsize=9)
+    axes[0][0].set_ylabel("simple CoT")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

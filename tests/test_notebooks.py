@@ -97,3 +97,69 @@ def test_02_writes_simple_cots_with_both_labels(tiny_run):
     assert manifest["funnel"][-1]["out"] == len(kept)
     for name in ("02_accuracy_by_type", "02_lengths", "02_funnel"):
         assert (run.figures_dir / f"{name}.png").exists(), name
+
+
+def test_03_writes_long_cots_with_all_four_transitions(tiny_run):
+    run, executed = tiny_run
+    simple = artifacts.load_stage(run.stage_dir("simple_cot"))
+    df = artifacts.load_stage(run.stage_dir("long_cot"))
+    manifest = artifacts.read_manifest(run.stage_dir("long_cot"))
+    L = run.settings["long_cot"]
+    assert len(df) == L["sampling"]["n"] * int(simple.kept.sum())  # every kept simple CoT, n samples
+    assert df.long_id.is_unique and set(df.simple_id) == set(simple[simple.kept].response_id)
+    kept = df[df.kept]
+    assert set(kept.transition) == {"O→O", "O→X", "X→O", "X→X"}
+    assert set(df.cue) <= set(L["cues"]) and set(df.separator) <= set(L["separators"])
+    # the prefix carries the simple thought with its own casing and ends with the cue
+    for _, r in kept.head(50).iterrows():
+        assert r.prefix.endswith(r.cue)
+        assert r.simple_thought.strip()[1:] in r.prefix and r.prefix.count("<think>") == 1
+        assert r.long_thought.endswith(r.added_thought) and r.cue in r.long_thought
+        assert not r.banned_hits.tolist()
+    assert set(df[~df.kept].drop_reason) <= {"unparsable", "banned word", "duplicate"}
+    assert manifest["counts"]["transitions"] == kept.transition.value_counts().to_dict()
+    assert manifest["funnel"][-1]["out"] == len(kept)
+    assert manifest["ban_effect"]["filter only"]["continuations"] > 0  # the ban was measured
+    for name in ("03_funnel", "03_transitions", "03_lengths"):
+        assert (run.figures_dir / f"{name}.png").exists(), name
+    text = json.dumps([c.get("outputs", []) for c in nbformat.read(executed["03"], as_version=4).cells])
+    assert "lpt-card" in text and 'class=\\"cue\\"' in text  # the side-by-side examples were shown
+
+
+def test_03_rerun_calls_no_model(tiny_run):
+    run, _ = tiny_run
+    stage = run.stage_dir("long_cot")
+    before = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    rows_before = artifacts.load_stage(stage)
+    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
+    run_notebook(notebooks(["03"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
+    assert {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")} == before
+    assert artifacts.load_stage(stage).equals(rows_before)
+
+
+def test_04_writes_the_training_sets(tiny_run):
+    run, _ = tiny_run
+    stage = run.stage_dir("training_data")
+    manifest = artifacts.read_manifest(stage)
+    import pandas as pd
+
+    from lpt_utils import sharegpt
+    from lpt_utils.training_data import DPO_COLUMNS, SFT_COLUMNS
+
+    sft = pd.read_parquet(stage / "sft_long.parquet")
+    assert tuple(sft.columns) == SFT_COLUMNS and sft.id.is_unique
+    assert set(sft.source) == {"O", "O→O", "X→O"}
+    xo = sft[sft.source == "X→O"]
+    assert (xo.assistant_prefix.str.len() > 0).all() and all(a.startswith(p) for a, p in zip(xo.assistant, xo.assistant_prefix))
+    assert (sft[sft.source != "X→O"].assistant_prefix == "").all()
+    simple = pd.read_parquet(stage / "sft_simple.parquet")
+    assert set(simple.source) == {"O"}
+    for name, families in (("dpo_O", {"O>O→X", "O>X"}), ("dpo_XO", {"X→O>X→X", "X→O>X"})):
+        d = pd.read_parquet(stage / f"{name}.parquet")
+        assert tuple(d.columns) == DPO_COLUMNS and set(d.pair_type) == families and (d.chosen != d.rejected).all()
+    val = pd.read_parquet(stage / "val_mcqs.parquet")
+    assert len(val) and not set(val.image_id) & set(sft.image_id)  # held-out images never train
+    assert manifest["counts"]["sets"]["sft_long"] == len(sft)
+    assert (stage / "README.md").read_text().count("parquet") >= 4
+    assert sharegpt.read_release(stage / "sharegpt" / "sft_long.json", "sft") == sft.to_dict("records")
+    assert (run.figures_dir / "04_dpo_pairs.png").exists()

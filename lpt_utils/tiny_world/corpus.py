@@ -10,6 +10,10 @@ truth): the tiny models learn to answer exactly what the stages will send them.
 - `student_example`: stage 2's student prompt (image + question + options, in the surface forms
   `mcq.randomise` draws) -> a short thought naming what is seen, `</think>`, and the answer in the
   requested form inside answer tags.
+- `long_cot_example`: stage 3's reasoning-model prompt (description, question, options) with the
+  assistant turn pre-filled exactly as stage 3 builds it (opening, a simple thought that is right
+  or wrong half the time, separator, cue) -> a re-check that quotes the description's sentence
+  about what the question asks, the value, `</think>` and the answer in answer tags.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator
 
-from lpt_utils import mcq
+from lpt_utils import long_cot, mcq
 import re
 
 from lpt_utils.tiny_world import questions as _q
@@ -221,6 +225,64 @@ def student_examples(scene: Scene, seed: int = 0, image_path: str = "",
     for i, item in enumerate(scene_mcqs(scene, rng, kinds)):
         row = student_row(scene, item, i, seed, image_path or f"{scene.id}.png")
         yield row, mcq.student_messages(row, row["image_path"]), student_completion(row, item, scene)
+
+
+# ----------------------------------------------------------------------------- stage 3 (LM)
+
+
+def _sentences(text: str) -> list[str]:
+    return [t.strip() for t in re.split(r"(?<=\.)\s+", text) if t.strip()]
+
+
+def evidence_sentence(scene: Scene, item: dict[str, Any], text: str) -> str:
+    """The description's sentence that settles `item`: the one naming its corner (colour, shape,
+    occupant, position), the counting or opening sentence (count), the relation sentence naming
+    both objects (relation)."""
+    sents = _sentences(text)
+    kind = item["kind"]
+    if item.get("target"):
+        for t in sents[1:]:
+            if item["target"] in t:
+                return t
+    if kind == "count":
+        if "in total" in item["question"]:
+            return sents[0]  # the opening says how many shapes there are
+        for t in sents:
+            if t.startswith(("In total", "Counting by shape")):
+                return t
+        return sents[0]
+    if kind == "relation":
+        q = item["question"]
+        for t in sents:
+            m = _RELATION_SENTENCE.search(t)
+            if m and m.group(1) in q and m.group(3) in q:
+                return t
+    return sents[0]
+
+
+def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | None = None,
+                     ) -> tuple[list[dict[str, Any]], str, str]:
+    """(prompt messages, assistant prefix, completion) for stage 3 on one of the scene's MCQs; half
+    the simple thoughts are wrong (a wrong value, half of those about a picture from `others`)."""
+    items = scene_mcqs(scene, rng)
+    index = rng.randrange(len(items))
+    item = items[index]
+    row = student_row(scene, item, index, seed=rng.randrange(1 << 30))
+    if rng.random() < 0.5:
+        simple = thought(item, scene)
+    else:  # a wrong simple thought: a wrong value, sometimes about another picture too
+        wrong = {**item, "answer": rng.choice([c for c in item["choices"] if c != item["answer"]])}
+        other = rng.choice(others) if others and rng.random() < 0.5 else scene
+        simple = thought(wrong, other)
+    lines = mcq.choice_lines(row)
+    cue, sep = rng.choice(long_cot.CUES), rng.choice(long_cot.SEPARATORS)
+    text = describe(scene)
+    messages = [{"role": "user", "content": long_cot.user_message(text, row["question"], lines)}]
+    prefix = long_cot.assistant_prefix(row["question"], lines, simple, cue, sep, THINK)
+    letter = row["answer_letter"]
+    completion = (f" Looking at it again: {evidence_sentence(scene, item, text)} So the answer is "
+                  f"{item['answer']}. </think> <answer> ({letter}) {item['answer']} </answer>")
+    return messages, prefix, completion
 
 
 # ----------------------------------------------------------------------------- tokenizer text

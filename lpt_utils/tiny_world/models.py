@@ -101,8 +101,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "vlm": Recipe(name="vlm", tasks=(("answer", 1.0),), probe_steps=60, train_scenes=2000, steps=300,
                   batch_size=8, lr=3e-3, vision_lr=0.0),
-    "lm": Recipe(name="lm", tasks=(("mcq_writer_aligned", 0.85), ("reformat", 0.15)), train_scenes=1500,
-                 steps=450, batch_size=4, lr=3e-3),
+    "lm": Recipe(name="lm", tasks=(("mcq_writer_aligned", 0.6), ("reformat", 0.1), ("long_cot", 0.3)),
+                 train_scenes=1500, steps=650, batch_size=4, lr=3e-3),
 }
 
 
@@ -158,10 +158,24 @@ def tokenizer_hash(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def long_cot_fingerprint() -> str:
+    """Hash of a few stage-3 warm-up examples (prompt, pre-filled prefix, target): a change to stage
+    3's templates rebuilds the models that learn it, and only those (the tokenizer and the student
+    do not see stage 3)."""
+    rng = random.Random(0)
+    scenes = corpus.train_scenes(8)
+    h = hashlib.sha256()
+    for scene in scenes:
+        h.update(json.dumps(corpus.long_cot_example(scene, rng, scenes), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
 def recipe_hash(recipe: Recipe) -> str:
     """12 hex digits over the recipe's fields, the builder version and the prompt and corpus
-    fingerprints."""
+    fingerprints (plus stage 3's where the recipe learns it)."""
     payload = {"recipe": recipe.to_json(), "builder": BUILDER_VERSION, **_fingerprints()}
+    if any(task == "long_cot" for task, _ in recipe.tasks):
+        payload["long_cot"] = long_cot_fingerprint()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -282,13 +296,15 @@ def _cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _encode(tok, messages: list[dict], completion: str, image_tokens: int = 0) -> tuple[list[int], int]:
+def _encode(tok, messages: list[dict], completion: str, image_tokens: int = 0,
+            prefix: str = "") -> tuple[list[int], int]:
     """Token ids of prompt + completion + eos, and the prompt's length (no loss on it).
 
-    The prompt ends with the forced `<think>` for the student, nothing for the LM tasks; image
-    placeholders are expanded to `image_tokens` pads the way the processor does.
+    The prompt ends with the forced `<think>` for the student, with the pre-filled assistant
+    `prefix` for stage 3, with nothing for stage 1's tasks; image placeholders are expanded to
+    `image_tokens` pads the way the processor does.
     """
-    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
     if image_tokens:
         prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens) + corpus.THINK
     p = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -385,9 +401,10 @@ def _build_lm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict[
     )
     model = Qwen2ForCausalLM(config)
 
-    makers = {"mcq_writer": corpus.writer_example, "mcq_writer_aligned": corpus.aligned_writer_example,
-              "reformat": corpus.reformat_example}
     scenes = corpus.train_scenes(recipe.train_scenes, recipe.seed)
+    makers = {"mcq_writer": corpus.writer_example, "mcq_writer_aligned": corpus.aligned_writer_example,
+              "reformat": corpus.reformat_example,
+              "long_cot": lambda scene, rng: corpus.long_cot_example(scene, rng, scenes)}
     rng = random.Random(f"tiny-world-lm:{recipe.seed}")
     tasks = [t for t, _ in recipe.tasks]
     weights = [w for _, w in recipe.tasks]
@@ -396,8 +413,8 @@ def _build_lm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict[
         seqs = []
         for _ in range(recipe.batch_size):
             task = rng.choices(tasks, weights)[0]
-            messages, completion = makers[task](rng.choice(scenes), rng)
-            seqs.append(_encode(tok, messages, completion))
+            messages, *prefix, completion = makers[task](rng.choice(scenes), rng)
+            seqs.append(_encode(tok, messages, completion, prefix="".join(prefix)))
         return _pad(seqs, ids["<|endoftext|>"])
 
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
