@@ -9,10 +9,10 @@ PROFILE ?= tiny
 RUN ?= $(PROFILE)
 KERNEL := lpt
 
-.PHONY: setup models reproduce test test-fast lab clean-run help
+.PHONY: setup models reproduce figures test test-fast lab clean-run help
 
 help:
-	@echo "make reproduce | test | test-fast | lab | models   (PROFILE=tiny RUN=tiny)"
+	@echo "make reproduce | figures | test | test-fast | lab | models   (PROFILE=tiny RUN=tiny)"
 
 # Set-up: a venv with the CPU extra. On machines without torch 2.13.0+cpu in pip's find-links, add
 # PyTorch's CPU index: make setup PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
@@ -36,6 +36,10 @@ models: setup
 
 reproduce: models
 	$(BIN)/python -m lpt_utils.reproduce --profile $(PROFILE) --run $(RUN)
+
+# Re-render every figure of a finished run from its artifacts (no model is called).
+figures: setup
+	$(BIN)/python -m lpt_utils.figures --run $(RUN)
 
 test: models
 	$(BIN)/python -m pytest -q --timeout=900

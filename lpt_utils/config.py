@@ -167,6 +167,19 @@ def resolve_run(profile: str = "tiny", run: str | None = None,
     return r
 
 
+def open_run(name: str, outputs: str | Path | None = None, root: Path | None = None) -> Run:
+    """A finished (or started) run as its notebooks resolved it, read from
+    `<outputs>/<name>/settings.yaml` (default outputs folder: `outputs/`); nothing is re-resolved
+    or re-written."""
+    root = Path(root) if root else REPO_ROOT
+    base = Path(outputs) if outputs else root / "outputs"
+    path = (base if base.is_absolute() else root / base) / name / "settings.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no run {name!r}: {path} does not exist (run a notebook of it first)")
+    doc = yaml.safe_load(path.read_text())
+    return Run(profile=doc["profile"], name=doc["run"], settings=doc["settings"], root=root)
+
+
 def show(settings: dict[str, Any], sections: tuple[str, ...] | None = None) -> str:
     """The settings (or some sections) as YAML text, for printing in a notebook."""
     part = {k: v for k, v in settings.items() if sections is None or k in sections}

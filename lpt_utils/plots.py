@@ -173,3 +173,48 @@ def transition_grid(table: pd.DataFrame, title: str):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def behaviour_bars(shares: pd.DataFrame, title: str):
+    """Share of CoTs showing each cognitive behaviour at least once: one bar per kind (columns of
+    `shares`, e.g. simple / long) for each behaviour (rows)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3))
+    kinds = list(shares.columns)
+    width = 0.8 / max(len(kinds), 1)
+    for k, kind in enumerate(kinds):
+        vals = shares[kind].astype(float).fillna(0).values
+        xs = [i + (k - (len(kinds) - 1) / 2) * width for i in range(len(shares))]
+        ax.bar(xs, vals, width, label=f"{kind} CoTs")
+        for x, v in zip(xs, vals):
+            ax.text(x, v, f"{v:.0%}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(shares)), list(shares.index))
+    ax.set_ylim(0, 1.1)
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.set_ylabel("share of CoTs")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def recovery_example(row: dict, mcq: dict, width: int = 72):
+    """The paper's qualitative figure: the image, the question, a wrong simple thought, the cue and
+    the recovery (simple thought in black, cue in orange, added thought in blue)."""
+    fig, (ax_img, ax_txt) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2.4]})
+    with Image.open(mcq["image_path"]) as im:
+        ax_img.imshow(im.convert("RGB"))
+    ax_img.set_axis_off()
+    opts = "   ".join(("✔" if chr(65 + i) == mcq["answer_letter"] else "") + f"({chr(65 + i)}) {c}"
+                      for i, c in enumerate(mcq["choices"]))
+    blocks = [("\n".join(textwrap.wrap(mcq["question"], width) + textwrap.wrap(opts, width)), "black", "bold"),
+              ("\n".join(textwrap.wrap("Simple CoT: " + row["simple_thought"], width)), "#b71c1c", "normal"),
+              (row["cue"], "#e65100", "bold"),
+              ("\n".join(textwrap.wrap(row["added_thought"], width)), "#0d47a1", "normal"),
+              (f"answer: {row['answer']}   ({row['transition']})", "black", "bold")]
+    y = 1.0
+    for text, colour, weight in blocks:
+        ax_txt.text(0, y, text, va="top", ha="left", fontsize=9, color=colour, weight=weight, family="monospace")
+        y -= 0.075 * (text.count("\n") + 1) + 0.04
+    ax_txt.set_axis_off()
+    fig.tight_layout()
+    return fig

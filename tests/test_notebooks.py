@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from lpt_utils import artifacts, config
@@ -163,3 +164,23 @@ def test_04_writes_the_training_sets(tiny_run):
     assert (stage / "README.md").read_text().count("parquet") >= 4
     assert sharegpt.read_release(stage / "sharegpt" / "sft_long.json", "sft") == sft.to_dict("records")
     assert (run.figures_dir / "04_dpo_pairs.png").exists()
+
+
+def test_figures_rerender_from_artifacts_without_a_model(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from lpt_utils import engines, figures
+    from lpt_utils.config import open_run
+
+    run, _ = tiny_run
+    monkeypatch.setattr(engines, "make_engine", lambda *a, **k: pytest.fail("figures called a model"))
+    opened = open_run(run.name, run.run_dir.parent)
+    assert opened.settings == run.settings
+    shutil.rmtree(run.figures_dir)
+    made = figures.render(opened)
+    names = {p.name for paths in made.values() if isinstance(paths, list) for p in paths}
+    for name in ("01_question_types", "02_accuracy_by_type", "03_transitions", "03_lengths", "03_behaviours",
+                 "03_recovery_example", "04_dpo_pairs"):
+        assert f"{name}.png" in names and (run.figures_dir / f"{name}.png").stat().st_size > 5000, name
+    judged = pd.read_parquet(run.stage_dir("long_cot") / "behaviours.parquet")
+    assert set(judged.kind) == {"simple", "long"}

@@ -1,0 +1,164 @@
+"""The paper's figures, made from a run's artifacts only (no model is ever called here).
+
+The notebooks call the stage functions with the frames they are about to write; `make figures`
+(`python -m lpt_utils.figures --run NAME`) calls `render`, which reads every finished stage of a run
+and re-renders its figures into `figures/<run>/`. Which paper figure each one corresponds to is in
+`PAPER_FIGURES` (and in the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+import pandas as pd
+
+from lpt_utils import artifacts, behaviours, plots
+
+PAPER_FIGURES = {
+    "01_funnel": "— (stage-1 bookkeeping)",
+    "01_question_types": "reasoning types of the generated MCQs (§3.1)",
+    "02_funnel": "— (stage-2 bookkeeping)",
+    "02_accuracy_by_type": "— (the student's simple-CoT accuracy per reasoning type)",
+    "02_lengths": "— (simple-CoT lengths, O vs X)",
+    "03_funnel": "— (stage-3 bookkeeping)",
+    "03_transitions": "the O/X transition statistics after the cue (§3.3)",
+    "03_lengths": "CoT length distribution, simple vs long (paper: length histogram)",
+    "03_lengths_by_cue": "CoT length distribution per cue",
+    "03_behaviours": "cognitive behaviours in simple vs long CoTs (paper: behaviour bar chart)",
+    "03_recovery_example": "the qualitative example: a wrong simple CoT, \"Wait,\" and the recovery",
+    "04_sft_lengths": "— (training-set lengths per source)",
+    "04_dpo_pairs": "— (DPO pairs per rule)",
+}
+
+
+def mcq_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path) -> list[Path]:
+    valid = df[df.is_valid]
+    return [plots.save(plots.funnel_chart(funnel_steps, "Stage 1 funnel"), figures_dir, "01_funnel"),
+            plots.save(plots.bar_counts(valid.question_type.value_counts(),
+                                        f"Reasoning types of {len(valid)} valid MCQs"), figures_dir,
+                       "01_question_types")]
+
+
+def simple_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path) -> list[Path]:
+    kept = df[df.kept]
+    return [
+        plots.save(plots.funnel_chart(funnel_steps, "Stage 2 funnel"), figures_dir, "02_funnel"),
+        plots.save(plots.accuracy_by(kept, "question_type",
+                                     f"Simple-CoT accuracy by question type ({len(kept)} responses)"),
+                   figures_dir, "02_accuracy_by_type"),
+        plots.save(plots.length_hist({"O (right)": kept[kept.label == "O"].num_tokens,
+                                      "X (wrong)": kept[kept.label == "X"].num_tokens}, "Simple-CoT length"),
+                   figures_dir, "02_lengths"),
+    ]
+
+
+def long_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path, *,
+                     mcqs: pd.DataFrame | None = None, judged: pd.DataFrame | None = None) -> list[Path]:
+    """Funnel, transitions per cue, simple vs long lengths (overall and per cue, in the student's
+    tokens: columns `simple_thought_tokens`, `long_thought_tokens`), behaviours (when judged) and
+    the recovery example (when the MCQs are given and an X→O exists)."""
+    from lpt_utils import long_cot
+
+    kept = df[df.kept]
+    out = [plots.save(plots.funnel_chart(funnel_steps, "Stage 3 funnel"), figures_dir, "03_funnel"),
+           plots.save(plots.transition_grid(long_cot.transition_table(df, by="cue"),
+                                            "Transitions after the cue (kept long CoTs)"), figures_dir,
+                      "03_transitions")]
+    simple_len = kept.drop_duplicates("simple_id").simple_thought_tokens
+    out.append(plots.save(plots.length_hist({"simple thoughts": simple_len, "long thoughts": kept.long_thought_tokens},
+                                            "Thought length, simple vs long"), figures_dir, "03_lengths"))
+    by_cue = {f"long, {c}": d.long_thought_tokens for c, d in kept.groupby("cue")}
+    out.append(plots.save(plots.length_hist({"simple thoughts": simple_len, **by_cue}, "Thought length per cue"),
+                          figures_dir, "03_lengths_by_cue"))
+    if judged is not None and len(judged):
+        judge = judged.judge.iloc[0]
+        out.append(plots.save(plots.behaviour_bars(behaviours.shares(judged),
+                                                   f"Cognitive behaviours (judge: {judge})"),
+                              figures_dir, "03_behaviours"))
+    if mcqs is not None and (pick := recovery_pick(kept, mcqs)) is not None:
+        mcq = mcqs.set_index("mcq_id").loc[pick["mcq_id"]].to_dict()
+        out.append(plots.save(plots.recovery_example(pick, mcq), figures_dir, "03_recovery_example"))
+    return out
+
+
+def recovery_pick(kept: pd.DataFrame, mcqs: pd.DataFrame) -> dict | None:
+    """The X→O row to show: preferably one whose answer names the option cleanly (its text or its
+    letter, not just a leading letter) and whose added thought names the right option's text; the
+    median-length one among those, so the pick is typical and stable."""
+    rec = kept[kept.transition == "X→O"]
+    if rec.empty:
+        return None
+    right = mcqs.set_index("mcq_id").answer.str.lower()
+    clean = rec[rec.match.isin(["text", "letter"])]
+    names = clean[[str(right.get(m, "")) in a.lower() for m, a in zip(clean.mcq_id, clean.added_thought)]]
+    pool = next(p for p in (names, clean, rec) if len(p))
+    pool = pool.assign(n=pool.added_thought.str.len()).sort_values(["n", "long_id"])
+    return pool.iloc[len(pool) // 2].to_dict()
+
+
+def training_data_figures(sets: dict[str, pd.DataFrame], figures_dir: Path) -> list[Path]:
+    sft = {n: d for n, d in sets.items() if n.startswith("sft_")}
+    dpo = pd.concat([d for n, d in sets.items() if n.startswith("dpo_")] or [pd.DataFrame({"pair_type": []})])
+    return [
+        plots.save(plots.length_hist({f"{n}: {s}": d[d.source == s].num_tokens for n, d in sft.items()
+                                      for s in sorted(d.source.unique())}, "SFT rows: thought length"),
+                   figures_dir, "04_sft_lengths"),
+        plots.save(plots.bar_counts(dpo.pair_type.value_counts(), "DPO pairs by rule", "pairs"), figures_dir,
+                   "04_dpo_pairs"),
+    ]
+
+
+def _stage(run, key: str) -> Path | None:
+    d = run.stage_dir(key)
+    return d if (d / artifacts.MANIFEST_FILE).exists() else None
+
+
+def render(run) -> dict[str, Any]:
+    """Re-render every figure of a finished run from its artifacts; stages not yet written are
+    reported as skipped."""
+    import matplotlib.pyplot as plt
+
+    made: dict[str, Any] = {}
+    fig_dir = run.figures_dir
+    if d := _stage(run, "mcq"):
+        made["01_mcq"] = mcq_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
+    if d := _stage(run, "simple_cot"):
+        made["02_simple_cot"] = simple_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
+    if d := _stage(run, "long_cot"):
+        judged = pd.read_parquet(d / "behaviours.parquet") if (d / "behaviours.parquet").exists() else None
+        mcqs = artifacts.load_stage(run.stage_dir("mcq"))
+        made["03_long_cot"] = long_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir,
+                                               mcqs=mcqs, judged=judged)
+    if d := _stage(run, "training_data"):
+        sets = {p.stem: pd.read_parquet(p) for p in sorted(d.glob("*.parquet")) if p.stem.startswith(("sft_", "dpo_"))}
+        made["04_training_data"] = training_data_figures(sets, fig_dir)
+    plt.close("all")
+    stages = ("01_mcq", "02_simple_cot", "03_long_cot", "04_training_data")
+    made["skipped"] = [s for s in stages if s not in made]
+    return made
+
+
+def main(argv: list[str] | None = None) -> None:
+    from lpt_utils.config import open_run
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="tiny", help="run name (its settings are read from the run folder)")
+    ap.add_argument("--outputs", default=None, help="outputs folder holding the run (default: outputs/)")
+    args = ap.parse_args(argv)
+    matplotlib.use("Agg")
+    run = open_run(args.run, args.outputs)
+    made = render(run)
+    for stage, paths in made.items():
+        if stage != "skipped":
+            print(f"{stage}: " + ", ".join(p.name for p in paths))
+    if made["skipped"]:
+        print("no artifact yet (skipped): " + ", ".join(made["skipped"]))
+    print(f"figures in {run.figures_dir}")
+
+
+if __name__ == "__main__":
+    main()
