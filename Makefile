@@ -42,6 +42,7 @@ figures: setup
 	$(BIN)/python -m lpt_utils.figures --run $(RUN)
 
 test: models
+	bash scripts/ensure_chromium.sh  # Debian's chromium (as root) for the exported-page render test
 	$(BIN)/python -m pytest -q --timeout=900
 
 test-fast: setup

@@ -28,13 +28,14 @@ CSS = """
 
 
 def image_data_url(path: str, size: int = 256) -> str:
-    """The image, shrunk to at most `size` px, as a PNG data URL (so the page needs no files)."""
+    """The image, shrunk to at most `size` px, as a JPEG data URL (so the page needs no files, and
+    stays small with photographs: a 256 px DOCCI photo is a few kB as JPEG, ~100 kB as PNG)."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         im.thumbnail((size, size))
         buf = io.BytesIO()
-        im.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        im.save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _labels(transition: str) -> str:
@@ -64,7 +65,7 @@ def long_cot_card(row: dict[str, Any], mcq: dict[str, Any]) -> str:
         f'<div><div class="meta">{html.escape(row["long_id"])} · {html.escape(mcq["question_type"])}{drop}</div>'
         f'<b>{html.escape(mcq["question"])}</b><br>{choices}<br><br>'
         f'{html.escape(row["simple_thought"])}{sep}<span class="cue">{html.escape(row["cue"])}</span> '
-        f'<span class="added">{mark_banned(row["added_thought"], list(row.get("banned_hits") or []))}</span><br>'
+        f'<span class="added">{mark_banned(row["added_thought"], list(row["banned_hits"]) if row.get("banned_hits") is not None else [])}</span><br>'
         f'answer: <b>{html.escape(row["answer"])}</b> &nbsp; {_labels(row["transition"] or "?")}'
         f'</div></div>'
     )
@@ -114,3 +115,110 @@ def dpo_card(row: dict[str, Any]) -> str:
 
 def training_cards(sft_rows=(), dpo_rows=()) -> str:
     return CSS + SFT_CSS + "".join(sft_card(r) for r in sft_rows) + "".join(dpo_card(r) for r in dpo_rows)
+
+
+# ----------------------------------------------------------------------------- the CoT inspector
+# One MCQ with every simple CoT and, under each, its long expansions; and whole pages that open
+# without a kernel (lpt_utils.inspector renders its selection with these).
+
+INSPECTOR_CSS = """
+<style>
+.lpt-page{font-family:system-ui,sans-serif;font-size:13px;max-width:1100px;margin:12px auto;padding:0 12px}
+.lpt-page h1{font-size:18px;margin:4px 0}.lpt-page h2{font-size:15px;margin:16px 0 4px}
+.lpt-page .note,.lpt-card .note{color:#555;font-size:12px;margin:2px 0}
+.lpt-card .cots{flex:1;min-width:0}
+.lpt-card .simple{border-left:3px solid #bbb;padding:2px 0 2px 8px;margin:10px 0 4px}
+.lpt-card .simple.is-O{border-color:#2e7d32}.lpt-card .simple.is-X{border-color:#c62828}
+.lpt-card .long{border-left:2px dashed #bbb;padding:2px 0 2px 8px;margin:6px 0 2px 20px}
+.lpt-card .dropped{opacity:.7}
+.lpt-card .drop{color:#b71c1c;font-weight:600}
+.lpt-card .hits{color:#c62828;font-size:11px}
+.lpt-card .noimg{width:160px;height:160px;flex:none;border:1px dashed #ccc;color:#999;font-size:11px;
+ display:flex;align-items:center;justify-content:center;text-align:center;overflow:hidden}
+</style>
+"""
+
+
+def image_tag(path: str, size: int = 256) -> str:
+    """`<img>` with the image inlined, or a placeholder naming the file when it cannot be read."""
+    try:
+        return f'<img src="{image_data_url(path, size)}" alt="{html.escape(str(path))}">'
+    except (OSError, ValueError):
+        return f'<div class="noimg">image not found<br>{html.escape(str(path))}</div>'
+
+
+def choices_html(mcq: dict[str, Any]) -> str:
+    """The options, one a line, the right one (`answer_letter`) marked with a tick."""
+    lines = []
+    for i, c in enumerate(mcq["choices"]):
+        letter = chr(65 + i)
+        if letter == mcq.get("answer_letter"):
+            lines.append(f'<span class="right" title="the right option">✔ ({letter}) {html.escape(str(c))}</span>')
+        else:
+            lines.append(f"({letter}) {html.escape(str(c))}")
+    return "<br>".join(lines)
+
+
+def _drop(reason: str | None) -> str:
+    return f' · <span class="drop">dropped: {html.escape(reason)}</span>' if reason else ""
+
+
+def _transition_tag(transition: str) -> str:
+    return _labels(transition) if transition else '<span class="tag" style="background:#777">unparsable</span>'
+
+
+def long_expansion_html(row: dict[str, Any]) -> str:
+    """One long expansion under its simple CoT: the separator and the cue (highlighted), the added
+    thought (banned words underlined and listed), the answer and the transition."""
+    hits = [str(h) for h in (row.get("banned_hits") if row.get("banned_hits") is not None else [])]
+    listed = (f' · <span class="hits">banned: {html.escape(", ".join(hits))}</span>' if hits else "")
+    sep = "↵ " if row["separator"] == "\n" else "… "
+    return (
+        f'<div class="long{" dropped" if row.get("drop_reason") else ""}">'
+        f'<div class="meta">{html.escape(row["long_id"])}{_drop(row.get("drop_reason"))}{listed}</div>'
+        f'{sep}<span class="cue">{html.escape(row["cue"])}</span> '
+        f'<span class="added">{mark_banned(row["added_thought"], hits)}</span><br>'
+        f'answer: <b>{html.escape(row["answer"] or "—")}</b> &nbsp; {_transition_tag(row["transition"])}</div>'
+    )
+
+
+def simple_cot_html(row: dict[str, Any], expansions: list[dict[str, Any]] = ()) -> str:
+    """One simple CoT (thought, answer, O/X, drop reason) with its long expansions under it."""
+    label = row.get("label") or ""
+    tag = _transition_tag(label)
+    return (
+        f'<div class="simple is-{label or "none"}{" dropped" if row.get("drop_reason") else ""}">'
+        f'<div class="meta">{html.escape(row["response_id"])} · {int(row["num_tokens"])} tokens'
+        f'{_drop(row.get("drop_reason"))}</div>'
+        f'{html.escape(row["thought"] or row["raw_text"])}<br>'
+        f'answer: <b>{html.escape(row["answer"] or "—")}</b> &nbsp; {tag}'
+        + "".join(long_expansion_html(e) for e in expansions) + "</div>"
+    )
+
+
+def mcq_cot_card(mcq: dict[str, Any], simples: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+                 note: str = "") -> str:
+    """One MCQ (image, question, options with the right one marked, validity) and its simple CoTs,
+    each with its long expansions: `simples` is a list of (stage-2 row, [stage-3 rows])."""
+    invalid = "" if mcq.get("is_valid", True) else _drop(f'invalid MCQ: {mcq.get("invalid_reason") or "?"}')
+    if invalid:  # no option is marked right: show what the writer gave as the answer
+        note = f'the writer\'s answer: {mcq.get("answer", "")}' + (f"; {note}" if note else "")
+    body = "".join(simple_cot_html(s, longs) for s, longs in simples)
+    return (
+        f'<div class="lpt-card">{image_tag(mcq["image_path"])}<div class="cots">'
+        f'<div class="meta">{html.escape(mcq["mcq_id"])} · {html.escape(mcq["question_type"])}{invalid}</div>'
+        f'<b>{html.escape(mcq["question"])}</b><br>{choices_html(mcq)}'
+        + (f'<div class="note">{html.escape(note)}</div>' if note else "")
+        + body + "</div></div>"
+    )
+
+
+def html_page(title: str, body: str, subtitle: str = "") -> str:
+    """A whole, self-contained page: every style inline, no scripts, images as data URLs."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>{CSS}{SFT_CSS}{INSPECTOR_CSS}</head>"
+        f'<body><div class="lpt-page"><h1>{html.escape(title)}</h1>'
+        + (f'<p class="note">{html.escape(subtitle)}</p>' if subtitle else "")
+        + body + "</div></body></html>\n"
+    )

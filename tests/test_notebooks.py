@@ -184,3 +184,15 @@ def test_figures_rerender_from_artifacts_without_a_model(tiny_run, tmp_path, mon
         assert f"{name}.png" in names and (run.figures_dir / f"{name}.png").stat().st_size > 5000, name
     judged = pd.read_parquet(run.stage_dir("long_cot") / "behaviours.parquet")
     assert set(judged.kind) == {"simple", "long"}
+
+
+def test_inspector_opens_in_02_to_04(tiny_run):
+    """Each of notebooks 02-04 ends with the inspector: the executed copy holds the widget and the
+    static snapshot that stands in where no kernel runs."""
+    _, executed = tiny_run
+    for nb in ("02", "03", "04"):
+        last = nbformat.read(executed[nb], as_version=4).cells[-1]
+        kinds = {k for o in last.get("outputs", []) for k in o.get("data", {})}
+        text = json.dumps(last.get("outputs", []))
+        assert "application/vnd.jupyter.widget-view+json" in kinds, nb
+        assert "text/html" in kinds and "lpt-card" in text and "data:image/jpeg;base64" in text, nb

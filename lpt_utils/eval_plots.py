@@ -1,0 +1,126 @@
+"""Figures of notebook 07 (saved with `lpt_utils.plots.save` under `figures/<run>/`): the results as
+grouped bars beside the paper's numbers, response length vs accuracy, output-token histograms on
+easy vs hard items, and a few predictions beside their image."""
+
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from lpt_utils.evaluation import paper_value
+
+
+def results_bars(table: pd.DataFrame, title: str = "Benchmark scores"):
+    """One group per column of the results table, one bar per (model, prompt); the paper's number,
+    where it has one, as a black tick on the bar."""
+    cols = [c for c in table.columns if c not in ("model", "prompt")]
+    if table.empty or not cols:
+        print("(no scores to plot)")
+        return None
+    n = len(table)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 2), 3.8))
+    x = np.arange(len(cols))
+    for k, (_, r) in enumerate(table.iterrows()):
+        vals = [r[c] for c in cols]
+        pos = x - 0.4 + width * (k + 0.5)
+        ax.bar(pos, [0 if pd.isna(v) else v for v in vals], width, label=f"{r['model']} / {r['prompt']}")
+        for p, c, v in zip(pos, cols, vals):
+            paper = paper_value(r["model"], r["prompt"], c)
+            if paper is not None:
+                ax.plot([p - width / 2, p + width / 2], [paper, paper], color="black", lw=2)
+            if not pd.isna(v):
+                ax.text(p, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, cols, fontsize=8)
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title + " (black ticks: the paper's numbers)")
+    ax.legend(fontsize=7, ncol=min(4, n), loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def length_vs_accuracy(points: pd.DataFrame, title: str = "Response length vs accuracy"):
+    """Mean output tokens (x) against the benchmark's score (y): one marker per (model, prompt) and
+    benchmark; colour = benchmark, shape = model and prompt."""
+    if points.empty:
+        print("(no predictions to plot)")
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    markers = "osD^vP*X"
+    rows = list(dict.fromkeys(zip(points.model, points.prompt)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (bench, g) in enumerate(points.groupby("benchmark", sort=False)):
+        colour = colours[k % len(colours)]
+        ax.scatter([], [], marker="s", color=colour, label=bench)
+        for _, r in g.iterrows():
+            m = markers[rows.index((r["model"], r["prompt"])) % len(markers)]
+            ax.scatter(r["mean_tokens"], r["score"], marker=m, color=colour, s=45, alpha=0.8, zorder=3)
+    for k, (model, prompt) in enumerate(rows):
+        ax.scatter([], [], marker=markers[k % len(markers)], color="grey", label=f"{model} / {prompt}")
+    ax.set_xlabel("mean output tokens")
+    ax.set_ylabel("score (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def easy_hard_hist(df: pd.DataFrame, title: str = "Output tokens on easy vs hard items"):
+    """Per benchmark (rows) and (model, prompt) (columns): histograms of output tokens on the easy
+    and the hard half of the items (`evaluation.with_difficulty`)."""
+    if df.empty:
+        print("(no items with a difficulty)")
+        return None
+    benches = list(dict.fromkeys(df.benchmark))
+    rows = list(dict.fromkeys(zip(df.model, df.prompt)))
+    fig, axes = plt.subplots(len(benches), len(rows), figsize=(3.2 * len(rows), 2.4 * len(benches)),
+                             squeeze=False, sharex=True)
+    bins = np.linspace(0, max(1, df.num_tokens.max()), 25)
+    for i, b in enumerate(benches):
+        for j, (model, prompt) in enumerate(rows):
+            ax = axes[i][j]
+            g = df[(df.benchmark == b) & (df.model == model) & (df.prompt == prompt)]
+            for half, colour in (("easy", "#55A868"), ("hard", "#C44E52")):
+                v = g[g.half == half].num_tokens
+                if len(v):
+                    ax.hist(v, bins=bins, alpha=0.55, color=colour, label=f"{half} (n={len(v)}, median {v.median():.0f})")
+            ax.set_title(f"{b}: {model} / {prompt}", fontsize=8)
+            ax.legend(fontsize=6)
+            if i == len(benches) - 1:
+                ax.set_xlabel("output tokens", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_cards(df: pd.DataFrame, width: int = 80, max_lines: int = 8):
+    """A few predictions: the image (if any), the question and options (right one marked), the raw
+    output (start), the extracted answer and the verdict."""
+    if df.empty:
+        print("(no predictions to show)")
+        return None
+    fig, axes = plt.subplots(len(df), 2, figsize=(11, 2.9 * len(df)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.6]})
+    for (ax_img, ax_txt), (_, r) in zip(axes, df.iterrows()):
+        if r["image_path"]:
+            with Image.open(r["image_path"]) as im:
+                ax_img.imshow(im.convert("RGB"))
+        ax_img.set_axis_off()
+        ax_img.set_title(f"{r['benchmark']} {r['item_id']}", fontsize=8)
+        opts = "  ".join(("✔" if chr(65 + i) == r["right_letter"] else "") + f"({chr(65 + i)}) {c}"
+                         for i, c in enumerate(r["choices"]))
+        out = textwrap.wrap(" ".join(str(r["raw_output"]).split()), width)
+        lines = textwrap.wrap(r["question"], width) + textwrap.wrap(opts, width) + [""]
+        lines += [f"{r['model']} / {r['prompt']}:"] + out[:max_lines] + (["…"] if len(out) > max_lines else [])
+        verdict = "unanswered" if not r["answered"] else ("right" if r["correct"] else "wrong")
+        lines += [f"extracted: {r['extracted'] if r['answered'] else '(none)'!r}  →  {verdict}"]
+        ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
+                    color="#1b5e20" if r["correct"] else "#b71c1c")
+        ax_txt.set_axis_off()
+    fig.tight_layout()
+    return fig
