@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from lpt_utils.captions import image_problem  # noqa: F401  (one check for every image source)
+
 LETTERS = "ABCDEFGHIJ"
 AGGREGATES = ("category_mean", "item_mean")
 
@@ -151,20 +153,6 @@ def _suffix(data: bytes, name: str | None) -> str:
         if data.startswith(magic):
             return ext
     return Path(name).suffix if name and Path(name).suffix else ".img"
-
-
-def image_problem(path: Path) -> str:
-    """'' when `path` is a readable image file, else why not."""
-    from PIL import Image
-
-    if not path.is_file():
-        return "missing_image"
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception:  # PIL raises many types for corrupt files
-        return "unreadable_image"
-    return ""
 
 
 def resolve_image(value: Any, root: Path, cache_dir: Path) -> tuple[Path | None, str]:
