@@ -271,7 +271,14 @@ def results_table(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:
-        table = table.dropna(axis=1, how="all")
+        # The paper's columns stay, empty where not run, so its numbers show beside ours; a column
+        # of another benchmark only when it was run.
+        paper_cols = ["Avg"] + [t.title for t in vision] + ["MMLU-Pro (items)", "MMLU-Pro (categories)"]
+        for c in paper_cols:
+            if c not in table.columns:
+                table[c] = math.nan
+        others = [c for c in table.columns if c not in ("model", "prompt", *paper_cols) and table[c].notna().any()]
+        table = table[["model", "prompt", *paper_cols, *others]]
     return table
 
 
@@ -288,11 +295,14 @@ def compare_with_paper(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, r in table.iterrows():
         for col in table.columns:
-            if col in ("model", "prompt") or pd.isna(r[col]):
+            if col in ("model", "prompt"):
                 continue
             paper = paper_value(r["model"], r["prompt"], col)
-            out.append({"model": r["model"], "prompt": r["prompt"], "column": col, "ours": round(float(r[col]), 2),
-                        "paper": paper, "diff": round(float(r[col]) - paper, 2) if paper is not None else None})
+            ours = None if pd.isna(r[col]) else round(float(r[col]), 2)
+            if ours is None and paper is None:
+                continue
+            out.append({"model": r["model"], "prompt": r["prompt"], "column": col, "ours": ours, "paper": paper,
+                        "diff": round(ours - paper, 2) if ours is not None and paper is not None else None})
     return pd.DataFrame(out, columns=["model", "prompt", "column", "ours", "paper", "diff"])
 
 
@@ -310,11 +320,11 @@ def results_markdown(table: pd.DataFrame, scores: pd.DataFrame | None = None) ->
         cells = []
         for c in cols:
             v = r[c]
+            paper = paper_value(r["model"], r["prompt"], c)
             if pd.isna(v):
-                cells.append("–")
+                cells.append("–" + (f" (paper: {paper:.2f})" if paper is not None else ""))
                 continue
             cell = f"{v:.2f}"
-            paper = paper_value(r["model"], r["prompt"], c)
             if paper is not None:
                 cell += f" ({paper:.2f}, {v - paper:+.2f})"
             o = other.get((r["model"], r["prompt"], c))

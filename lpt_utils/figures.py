@@ -32,6 +32,14 @@ PAPER_FIGURES = {
     "03_recovery_example": "the qualitative example: a wrong simple CoT, \"Wait,\" and the recovery",
     "04_sft_lengths": "— (training-set lengths per source)",
     "04_dpo_pairs": "— (DPO pairs per rule)",
+    "05_loss": "— (SFT training loss per learning rate)",
+    "05_validation": "— (SFT validation accuracy per epoch: the early stopping of the appendix)",
+    "06_loss": "— (DPO loss per learning rate)",
+    "06_reward_margins": "— (DPO reward margins)",
+    "06_validation": "— (DPO validation accuracy per epoch)",
+    "07_results": "Table 1 as bars (base / + CoT prompt / SFT / SFT + DPO), the paper's numbers as ticks",
+    "07_length_vs_accuracy": "response length vs accuracy of the trained models",
+    "07_easy_vs_hard_tokens": "output-token histograms on easy vs hard questions",
 }
 
 
@@ -112,6 +120,51 @@ def training_data_figures(sets: dict[str, pd.DataFrame], figures_dir: Path) -> l
     ]
 
 
+def sft_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, data: str,
+                best_lr: float | None, base_accuracy: float | None) -> list[Path]:
+    """Notebook 05's figures: loss per learning rate, validation accuracy per epoch."""
+    from lpt_utils import train, train_plots
+
+    histories = train.load_histories(sweep_dir)
+    return [plots.save(train_plots.loss_curves(histories, f"SFT training loss ({data})", best_lr), figures_dir,
+                       "05_loss"),
+            plots.save(train_plots.validation_curve(table, "SFT validation accuracy (held-out MCQs)", base_accuracy,
+                                                    "base model"), figures_dir, "05_validation")]
+
+
+def dpo_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, best_lr: float | None,
+                sft_accuracy: float | None) -> list[Path]:
+    """Notebook 06's figures: loss, reward margins, validation accuracy (the SFT model as baseline)."""
+    from lpt_utils import train, train_plots
+
+    histories = train.load_histories(sweep_dir)
+    return [plots.save(train_plots.loss_curves(histories, "DPO training loss (preference + SFT term)", best_lr),
+                       figures_dir, "06_loss"),
+            plots.save(train_plots.reward_margins(histories, "DPO reward margins", best_lr), figures_dir,
+                       "06_reward_margins"),
+            plots.save(train_plots.validation_curve(table, "DPO validation accuracy (held-out MCQs)", sft_accuracy,
+                                                    "SFT model"), figures_dir, "06_validation")]
+
+
+def eval_figures(df: pd.DataFrame, difficulty: pd.DataFrame | None, figures_dir: Path, *,
+                 released: bool = False, title: str = "Scores") -> list[Path]:
+    """Notebook 07's figures from its predictions (and the base model's difficulty samples)."""
+    from lpt_utils import eval_plots, evaluation
+
+    out = []
+    table = evaluation.results_table(evaluation.benchmark_scores(df, released=released))
+    for name, fig in (("07_results", eval_plots.results_bars(table, title)),
+                      ("07_length_vs_accuracy",
+                       eval_plots.length_vs_accuracy(evaluation.length_vs_accuracy(df, released)))):
+        if fig is not None:
+            out.append(plots.save(fig, figures_dir, name))
+    if difficulty is not None and not difficulty.empty:
+        fig = eval_plots.easy_hard_hist(evaluation.with_difficulty(df[df.prompt == "think"], difficulty))
+        if fig is not None:
+            out.append(plots.save(fig, figures_dir, "07_easy_vs_hard_tokens"))
+    return out
+
+
 def _stage(run, key: str) -> Path | None:
     d = run.stage_dir(key)
     return d if (d / artifacts.MANIFEST_FILE).exists() else None
@@ -136,8 +189,22 @@ def render(run) -> dict[str, Any]:
     if d := _stage(run, "training_data"):
         sets = {p.stem: pd.read_parquet(p) for p in sorted(d.glob("*.parquet")) if p.stem.startswith(("sft_", "dpo_"))}
         made["04_training_data"] = training_data_figures(sets, fig_dir)
+    if d := _stage(run, "sft"):
+        counts = artifacts.read_manifest(d)["counts"]
+        made["05_sft"] = sft_figures(d / "sweep", artifacts.load_stage(d), fig_dir, data=run.settings["sft"]["data"],
+                                     best_lr=counts.get("kept_learning_rate"), base_accuracy=counts.get("base_val_accuracy"))
+    if d := _stage(run, "dpo"):
+        counts = artifacts.read_manifest(d)["counts"]
+        same = run.settings["dpo"]["validation"] == run.settings["sft"]["validation"]
+        sft_acc = artifacts.read_manifest(run.stage_dir("sft"))["counts"].get("kept_val_accuracy") if same else None
+        made["06_dpo"] = dpo_figures(d / "sweep", artifacts.load_stage(d), fig_dir,
+                                     best_lr=counts.get("kept_learning_rate"), sft_accuracy=sft_acc)
+    if d := _stage(run, "eval"):
+        diff = pd.read_parquet(d / "difficulty.parquet") if (d / "difficulty.parquet").exists() else None
+        made["07_eval"] = eval_figures(artifacts.load_stage(d), diff, fig_dir,
+                                       released=run.settings["eval"]["released_scoring"], title=f"Scores ({run.profile})")
     plt.close("all")
-    stages = ("01_mcq", "02_simple_cot", "03_long_cot", "04_training_data")
+    stages = ("01_mcq", "02_simple_cot", "03_long_cot", "04_training_data", "05_sft", "06_dpo", "07_eval")
     made["skipped"] = [s for s in stages if s not in made]
     return made
 

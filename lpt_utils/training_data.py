@@ -82,10 +82,40 @@ def subsample(rows: list[dict[str, Any]], total: int, length: Callable[[dict[str
 # ----------------------------------------------------------------------------- assistant turns
 
 
-def assistant_turn(thought: str, answer: str, think_tag: str = "<think>") -> str:
-    """The student's whole assistant turn: think tags around the thought, then the answer tags."""
-    close = think_tag.replace("<", "</", 1)
-    return f"{think_tag}\n{thought.strip()}\n{close}\n<answer>{answer.strip()}</answer>"
+LAYOUTS = {
+    # R1 style, one part per line (the paper profile)
+    "lines": "{open}\n{thought}\n{close}\n<answer>{answer}</answer>",
+    # spaces between the parts: how the tiny student writes its own turns (and was warmed up on)
+    "inline": "{open} {thought} {close} <answer> {answer} </answer>",
+}
+
+
+@dataclass(frozen=True)
+class TurnFormat:
+    """How a training turn is laid out: the think tag and one of `LAYOUTS` (profile:
+    `training_data.layout`). Train in the layout the student already writes, or SFT spends its
+    steps on whitespace."""
+
+    think_tag: str = "<think>"
+    layout: str = "lines"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"training_data.layout must be one of {sorted(LAYOUTS)}, not {self.layout!r}")
+
+    def turn(self, thought: str, answer: str) -> str:
+        """The student's whole assistant turn: think tags around the thought, then the answer tags."""
+        close = self.think_tag.replace("<", "</", 1)
+        return LAYOUTS[self.layout].format(open=self.think_tag, thought=thought.strip(), close=close,
+                                           answer=answer.strip())
+
+    def prefix(self, thought: str) -> str:
+        """The start of `turn(thought + ..., ...)` up to the end of `thought`: the masked prefix."""
+        return LAYOUTS[self.layout].split("{thought}")[0].format(open=self.think_tag) + thought.strip()
+
+
+def assistant_turn(thought: str, answer: str, think_tag: str = "<think>", layout: str = "lines") -> str:
+    return TurnFormat(think_tag, layout).turn(thought, answer)
 
 
 def student_answer(mcq: dict[str, Any], named_letter: str, raw_answer: str, in_requested_form: bool) -> str:
@@ -148,11 +178,11 @@ def _prompt(mcq: dict[str, Any], with_type: bool) -> tuple[str, str]:
     return msgs[0]["content"], user
 
 
-def sft_row(t: Trace, mcq: dict[str, Any], *, with_type: bool, think_tag: str = "<think>",
+def sft_row(t: Trace, mcq: dict[str, Any], *, with_type: bool, fmt: TurnFormat = TurnFormat(),
             masked_prefix: bool = True) -> dict[str, Any]:
     system, user = _prompt(mcq, with_type)
-    assistant = assistant_turn(t.thought, t.answer, think_tag)
-    prefix = f"{think_tag}\n{t.prefix_thought}" if (t.kind == "X→O" and masked_prefix) else ""
+    assistant = fmt.turn(t.thought, t.answer)
+    prefix = fmt.prefix(t.prefix_thought) if (t.kind == "X→O" and masked_prefix) else ""
     if prefix and not assistant.startswith(prefix):
         raise ValueError(f"{t.trace_id}: the long thought does not begin with its simple thought")
     return {"id": t.trace_id, "mcq_id": t.mcq_id, "image_id": mcq["image_id"], "image_path": mcq["image_path"],
@@ -169,7 +199,7 @@ class SFTSets:
 
 def build_sft(traces: list[Trace], mcqs: dict[str, dict[str, Any]], *, simple_divisor: float,
               long_divisor: float, xo_per_pooled: float, seed: int, with_type: bool,
-              think_tag: str = "<think>", masked_prefix: bool = True) -> SFTSets:
+              fmt: TurnFormat = TurnFormat(), masked_prefix: bool = True) -> SFTSets:
     """The simple-CoT set (the O pool / `simple_divisor` rows; the paper: 1/3.75) and the long-CoT
     set (O and O→O pooled, / `long_divisor` rows (1/10), weighted by the thought trained on; plus
     X→O rows, `xo_per_pooled` times as many as the pooled sample (1), weighted by the added
@@ -183,7 +213,7 @@ def build_sft(traces: list[Trace], mcqs: dict[str, dict[str, Any]], *, simple_di
     recovered = subsample(xo, int(round(xo_per_pooled * len(pooled))), lambda r: r["added_length"], seed=seed)
 
     def rows(ts):
-        return [sft_row(Trace(**t), mcqs[t["mcq_id"]], with_type=with_type, think_tag=think_tag,
+        return [sft_row(Trace(**t), mcqs[t["mcq_id"]], with_type=with_type, fmt=fmt,
                         masked_prefix=masked_prefix) for t in ts]
 
     return SFTSets(simple=rows(simple), long=rows(pooled + recovered),
@@ -228,7 +258,7 @@ def dpo_pairs(traces: list[Trace], *, seed: int) -> list[tuple[str, Trace, Trace
 
 
 def dedup_pairs(pairs: list[tuple[str, Trace, Trace]], *, seed: int, family: str,
-                think_tag: str = "<think>") -> tuple[list[tuple[str, Trace, Trace]], int]:
+                fmt: TurnFormat = TurnFormat()) -> tuple[list[tuple[str, Trace, Trace]], int]:
     """One family's pairs after a seeded shuffle, deduplicated on the preferred text ("O") or on
     both texts ("X→O"). Returns (kept pairs, number dropped)."""
     fam = [p for p in pairs if PAIR_TYPES[p[0]] == family]
@@ -236,7 +266,7 @@ def dedup_pairs(pairs: list[tuple[str, Trace, Trace]], *, seed: int, family: str
     seen_c, seen_r, kept = set(), set(), []
     for i in order:
         kind, c, r = fam[i]
-        ct, rt = assistant_turn(c.thought, c.answer, think_tag), assistant_turn(r.thought, r.answer, think_tag)
+        ct, rt = fmt.turn(c.thought, c.answer), fmt.turn(r.thought, r.answer)
         if ct in seen_c or (family == "X→O" and rt in seen_r):
             continue
         seen_c.add(ct)
@@ -246,23 +276,22 @@ def dedup_pairs(pairs: list[tuple[str, Trace, Trace]], *, seed: int, family: str
 
 
 def dpo_row(kind: str, c: Trace, r: Trace, mcq: dict[str, Any], *, with_type: bool,
-            think_tag: str = "<think>") -> dict[str, Any]:
+            fmt: TurnFormat = TurnFormat()) -> dict[str, Any]:
     system, user = _prompt(mcq, with_type)
     return {"id": f"{c.trace_id}>{r.trace_id}", "mcq_id": c.mcq_id, "image_id": mcq["image_id"],
             "image_path": mcq["image_path"], "system": system, "user": user,
-            "chosen": assistant_turn(c.thought, c.answer, think_tag),
-            "rejected": assistant_turn(r.thought, r.answer, think_tag), "pair_type": kind,
+            "chosen": fmt.turn(c.thought, c.answer), "rejected": fmt.turn(r.thought, r.answer), "pair_type": kind,
             "family": PAIR_TYPES[kind]}
 
 
 def build_dpo(traces: list[Trace], mcqs: dict[str, dict[str, Any]], *, seed: int, with_type: bool,
-              think_tag: str = "<think>") -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+              fmt: TurnFormat = TurnFormat()) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
     """{"O": rows, "X→O": rows} and the duplicates dropped per family. Rows sorted by id."""
     pairs = dpo_pairs(traces, seed=seed)
     out, dropped = {}, {}
     for family in ("O", "X→O"):
-        kept, n_drop = dedup_pairs(pairs, seed=seed, family=family, think_tag=think_tag)
-        out[family] = sorted((dpo_row(k, c, r, mcqs[c.mcq_id], with_type=with_type, think_tag=think_tag)
+        kept, n_drop = dedup_pairs(pairs, seed=seed, family=family, fmt=fmt)
+        out[family] = sorted((dpo_row(k, c, r, mcqs[c.mcq_id], with_type=with_type, fmt=fmt)
                               for k, c, r in kept), key=lambda d: d["id"])
         dropped[family] = n_drop
     return out, dropped

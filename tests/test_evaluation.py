@@ -164,9 +164,13 @@ def test_results_table_in_the_papers_layout_with_paper_numbers():
 def test_avg_needs_all_five_columns_and_other_benchmarks_get_their_own_column():
     table = ev.results_table(scores_for({"cv_bench": 80.0, "synthetic": 40.0}, model="base", prompt="direct",
                                         mmlu=None))
-    assert "Avg" not in table.columns and table["Synthetic (V*-style)"].item() == 40.0
+    assert pd.isna(table["Avg"].item()) and table["Synthetic (V*-style)"].item() == 40.0
     cmp = ev.compare_with_paper(table).set_index("column")
     assert cmp.loc["CV-Bench", "paper"] == 74.74 and pd.isna(cmp.loc["Synthetic (V*-style)", "paper"])
+    # the paper's columns stay, empty where not run, with the paper's number beside them
+    assert pd.isna(cmp.loc["MMVP", "ours"]) and cmp.loc["MMVP", "paper"] == 73.67 and pd.isna(cmp.loc["MMVP", "diff"])
+    md = ev.results_markdown(table)
+    assert "– (paper: 73.67)" in md and "– (paper: 58.47)" in md and "40.00" in md
 
 
 def test_markdown_shows_the_other_rule_where_it_differs():

@@ -180,7 +180,8 @@ def test_figures_rerender_from_artifacts_without_a_model(tiny_run, tmp_path, mon
     made = figures.render(opened)
     names = {p.name for paths in made.values() if isinstance(paths, list) for p in paths}
     for name in ("01_question_types", "02_accuracy_by_type", "03_transitions", "03_lengths", "03_behaviours",
-                 "03_recovery_example", "04_dpo_pairs"):
+                 "03_recovery_example", "04_dpo_pairs", "05_loss", "05_validation", "06_reward_margins",
+                 "07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens"):
         assert f"{name}.png" in names and (run.figures_dir / f"{name}.png").stat().st_size > 5000, name
     judged = pd.read_parquet(run.stage_dir("long_cot") / "behaviours.parquet")
     assert set(judged.kind) == {"simple", "long"}
@@ -196,3 +197,56 @@ def test_inspector_opens_in_02_to_04(tiny_run):
         text = json.dumps(last.get("outputs", []))
         assert "application/vnd.jupyter.widget-view+json" in kinds, nb
         assert "text/html" in kinds and "lpt-card" in text and "data:image/jpeg;base64" in text, nb
+
+
+def test_05_and_06_train_save_and_plot(tiny_run):
+    """SFT then DPO on the chain's stage-4 data: a model directory each, language weights changed,
+    vision weights bit-identical, the sweep's best epoch kept and the rest cleaned up."""
+    run, _ = tiny_run
+    for stage in ("sft", "dpo"):
+        d = run.stage_dir(stage)
+        table = artifacts.load_stage(d)
+        manifest = artifacts.read_manifest(d)
+        assert table.is_best.sum() == 1 and len(table) == manifest["counts"]["epochs_trained"]
+        assert manifest["weights"]["language_changed"] > 0 and manifest["weights"]["vision_changed"] == 0
+        assert (d / "model" / "model.safetensors").exists() and (d / "model" / "processor_config.json").exists()
+        assert json.loads((d / "model" / "selected_from.json").read_text())["is_best"]
+        assert not list((d / "sweep").glob("*/checkpoints/checkpoint-*"))  # optimizer states removed
+        assert not list((d / "sweep").glob("*/epoch-*/model"))  # only the kept model remains
+    sft = artifacts.read_manifest(run.stage_dir("sft"))
+    assert len(set(artifacts.load_stage(run.stage_dir("sft")).learning_rate)) == len(run.settings["sft"]["learning_rates"])
+    assert sft["counts"]["with_masked_prefix"] == sft["counts"]["by_source"]["X→O"] > 0
+    assert artifacts.read_manifest(run.stage_dir("dpo"))["reference_model"] == str(run.stage_dir("sft") / "model")
+    for fig in ("05_loss", "05_validation", "06_loss", "06_reward_margins", "06_validation"):
+        assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig
+
+
+def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
+    run, executed = tiny_run
+    stage = run.stage_dir("eval")
+    df = artifacts.load_stage(stage)
+    for col in ("model", "prompt", "benchmark", "item_id", "raw_output", "extracted", "answered", "correct"):
+        assert col in df.columns, col
+    rows = set(zip(df.model, df.prompt))
+    assert rows == {("base", "direct"), ("base", "think"), ("sft", "think"), ("dpo", "think")}
+    n_items = df[(df.model == "base") & (df.prompt == "direct")].item_id.nunique()
+    assert n_items > 50 and all(len(g) == n_items for _, g in df.groupby(["model", "prompt"]))
+    results = (stage / "results.md").read_text()
+    assert "base" in results and "dpo" in results and "Synthetic" in results
+    # the paper's numbers are printed beside the real-benchmark columns
+    text = json.dumps([c.get("outputs", []) for c in nbformat.read(executed["07"], as_version=4).cells])
+    assert "58.47" in text and "61.87" in text
+    assert (stage / "difficulty.parquet").exists()
+    for fig in ("07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens"):
+        assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig
+
+
+def test_07_rerun_calls_no_model(tiny_run):
+    run, _ = tiny_run
+    stage = run.stage_dir("eval")
+    before = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    rows_before = artifacts.load_stage(stage)
+    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
+    run_notebook(notebooks(["07"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
+    assert {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")} == before
+    assert artifacts.load_stage(stage).equals(rows_before)

@@ -182,3 +182,22 @@ def test_import_published_joins_docci_and_counts_skips(tmp_path):
 
 def test_assistant_turn_format():
     assert assistant_turn(" a b ", "(B)") == "<think>\na b\n</think>\n<answer>(B)</answer>"
+
+
+def test_turn_layouts_and_the_prefix_follow_the_same_layout():
+    from lpt_utils.training_data import TurnFormat
+
+    inline = TurnFormat(layout="inline")
+    assert inline.turn(" It is red. Wait, blue. ", "(B)") == "<think> It is red. Wait, blue. </think> <answer> (B) </answer>"
+    assert assistant_turn("x", "(B)", layout="inline") == inline.turn("x", "(B)")
+    for fmt in (TurnFormat(), inline):
+        assert fmt.turn("It is red. Wait, blue.", "(B)").startswith(fmt.prefix("It is red."))
+    sets = build_sft(_world(), MCQS, simple_divisor=1, long_divisor=1, xo_per_pooled=1, seed=0, with_type=True,
+                     fmt=inline)
+    xo = [r for r in sets.long if r["source"] == "X→O"]
+    assert xo and all(r["assistant"].startswith(r["assistant_prefix"]) and r["assistant_prefix"].startswith("<think> ")
+                      for r in xo)
+    dpo, _ = build_dpo(_world(), MCQS, seed=0, with_type=True, fmt=inline)
+    assert all(r["chosen"].endswith(" </answer>") for fam in dpo.values() for r in fam)
+    with pytest.raises(ValueError, match="layout"):
+        TurnFormat(layout="yaml")
