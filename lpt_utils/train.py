@@ -46,7 +46,7 @@ from lpt_utils.artifacts import Funnel
 
 # ----------------------------------------------------------------------------- the input contract
 
-SFT_FILES = ("sft_long", "sft_simple")
+SFT_FILES = ("sft_long", "sft_simple", "sft_published")
 DPO_FAMILIES = ("O", "X→O")
 SFT_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "assistant", "assistant_prefix",
                "source")
@@ -852,6 +852,32 @@ def load_histories(sweep_dir: Path) -> dict[float, list[dict[str, Any]]]:
     return {lr: h for lr, (_, h) in sorted(out.items(), reverse=True)}
 
 
+def sweep_fingerprint(settings: dict[str, Any], train_file: Path, *models: str) -> str:
+    """What shapes a sweep's models: the stage's settings, the rendered examples' content and the
+    starting models (their `selected_from.json` where they are a sweep's pick, else their path)."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(Path(train_file).read_bytes())
+    for m in models:
+        picked = Path(m) / "selected_from.json"
+        h.update((picked.read_text() if picked.exists() else str(m)).encode())
+    return h.hexdigest()[:16]
+
+
+def prepare_sweep_dir(sweep_dir: Path, fingerprint: str) -> bool:
+    """Resume a sweep that stopped (or re-run a finished one) when nothing that shapes its models
+    changed; else start it afresh. Returns True when resuming."""
+    sweep_dir = Path(sweep_dir)
+    stamp = sweep_dir / "fingerprint.txt"
+    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+        return True
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    sweep_dir.mkdir(parents=True)
+    stamp.write_text(fingerprint + "\n")
+    return False
+
+
 def discard_model(path: Path) -> None:
     """Delete an exported epoch model that lost (keeps its metrics and logs beside it)."""
     path = Path(path)
@@ -863,6 +889,11 @@ def keep_best(best: EpochResult, target: Path, sweep_dir: Path, *, remove_checkp
     """Move the best epoch's model to `target` (`<stage>/model/`) and delete the Trainer checkpoints
     (optimizer states) under `sweep_dir`. Returns `target`."""
     target = Path(target)
+    kept = target / "selected_from.json"
+    if not Path(best.model_dir).exists() and kept.exists():
+        prev = json.loads(kept.read_text())
+        if (prev.get("learning_rate"), prev.get("epoch")) == (best.learning_rate, best.epoch):
+            return target  # a finished sweep re-run: its best model is already in place
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -911,9 +942,13 @@ def epoch_trainer(stage: str, s: dict[str, Any], *, model: str, train_file: Path
         job = make_job(stage, s, model=model, train_file=train_file, sweep_dir=sweep_dir, lr=lr, epoch=epoch,
                        num_processes=num_processes, ref_model=ref_model)
         folder = Path(job.metrics_file).parent
-        cmd = launch.launch_command(stage, job.save(folder / "job.yaml"), launcher=s["launcher"],
-                                    num_processes=num_processes, precision=s["precision"])
-        print(launch.run_training(cmd, folder / "train.log"), flush=True)
+        job_file = folder / "job.yaml"
+        if Path(job.metrics_file).exists() and job_file.exists() and TrainJob.load(job_file) == job:
+            print(f"{lr_tag(lr)} epoch {epoch}: finished in an earlier run, reused", flush=True)
+        else:
+            cmd = launch.launch_command(stage, job.save(job_file), launcher=s["launcher"],
+                                        num_processes=num_processes, precision=s["precision"])
+            print(launch.run_training(cmd, folder / "train.log"), flush=True)
         return {**json.loads(Path(job.metrics_file).read_text()), "model_dir": job.model_dir}
 
     return train_epoch
@@ -921,15 +956,32 @@ def epoch_trainer(stage: str, s: dict[str, Any], *, model: str, train_file: Path
 
 def validator(val_rows: list[dict[str, Any]], student_engine: dict[str, Any], validation: dict[str, Any],
               store_path: Path, models_dir: Path, *, think_tag: str = "<think>", with_type: bool = True,
-              released_any_option_text: bool = False) -> tuple[Callable[[Path], float], dict[str, ValidationResult]]:
-    """`validate(model_dir) -> accuracy` for `sweep`, and the dict it fills with each model's full result."""
+              released_any_option_text: bool = False,
+              cache_file: Path | None = None) -> tuple[Callable[[Path], float], dict[str, ValidationResult]]:
+    """`validate(model_dir) -> accuracy` for `sweep`, and the dict it fills with each model's full result.
+    With `cache_file` (inside the sweep folder, which `prepare_sweep_dir` empties when anything that
+    shapes the models changes), each model's score is kept there too, so a resumed sweep does not need
+    the models it already scored and discarded."""
     seen: dict[str, ValidationResult] = {}
+    cache = json.loads(Path(cache_file).read_text()) if cache_file and Path(cache_file).exists() else {}
 
     def validate(model_dir: Path) -> float:
+        if str(model_dir) in cache:
+            res = ValidationResult(**cache[str(model_dir)])
+            print(f"validation {Path(model_dir).parent.parent.name}/{Path(model_dir).parent.name}: "
+                  f"{res.accuracy:.1%} (scored in an earlier run)", flush=True)
+            seen[str(model_dir)] = res
+            return res.accuracy
         res = validation_accuracy(model_dir, val_rows, student_engine, validation["sampling"], store_path,
                                   models_dir, think_tag=think_tag, with_type=with_type,
                                   released_any_option_text=released_any_option_text)
         seen[str(model_dir)] = res
+        if cache_file:
+            cache[str(model_dir)] = {k: v for k, v in asdict(res).items() if k != "rows"}
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(cache_file).with_suffix(".tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, cache_file)
         print(f"validation {Path(model_dir).parent.parent.name}/{Path(model_dir).parent.name}: "
               f"{res.accuracy:.1%} of {res.samples} ({res.parsed} parsed)", flush=True)
         return res.accuracy

@@ -250,3 +250,18 @@ def test_07_rerun_calls_no_model(tiny_run):
     run_notebook(notebooks(["07"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
     assert {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")} == before
     assert artifacts.load_stage(stage).equals(rows_before)
+
+
+def test_05_rerun_trains_nothing(tiny_run):
+    run, _ = tiny_run
+    stage = run.stage_dir("sft")
+    model = (stage / "model" / "model.safetensors").read_bytes()
+    table = artifacts.load_stage(stage)
+    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
+    out = run_notebook(notebooks(["05"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
+    text = json.dumps([c.get("outputs", []) for c in nbformat.read(out, as_version=4).cells])
+    assert "resuming" in text and text.count("finished in an earlier run, reused") == len(table)
+    assert "scored in an earlier run" in text
+    assert (stage / "model" / "model.safetensors").read_bytes() == model
+    assert artifacts.load_stage(stage)[["learning_rate", "epoch", "val_accuracy"]].equals(
+        table[["learning_rate", "epoch", "val_accuracy"]])

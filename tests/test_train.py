@@ -390,3 +390,61 @@ def test_trained_model_is_validated_through_vllm(tiny_vlm_dir, sft_file, data_di
     assert res.samples == len(val) and 0 <= res.accuracy <= 1 and res.parsed >= 1
     assert any(r.raw_text.strip() != "<think>" for r in res.rows)  # the engine generated text
     assert sum(1 for _ in store.open()) == len(val)
+
+
+def test_a_stopped_sweep_resumes_and_a_finished_one_is_not_retrained(tmp_path, monkeypatch):
+    """The notebook's sweep, with the training subprocess and the validation engine replaced by
+    recorders: a sweep killed after its second training call resumes at the third (epochs 1-2 reused,
+    scores of discarded models read back), a re-run of the finished sweep trains and scores nothing,
+    and a changed setting starts afresh."""
+    from lpt_utils import launch
+
+    s = dict(config.load_profile("tiny")["sft"], learning_rates=[1e-3, 1e-4], max_epochs=2, early_stop_patience=None)
+    train_file = tmp_path / "examples.parquet"
+    pd.DataFrame({"x": [1, 2]}).to_parquet(train_file)
+    trained, scored = [], []
+    acc = {"lr-1e-3": [0.2, 0.5], "lr-1e-4": [0.4, 0.3]}
+
+    def fake_training(cmd, log_file, **kw):
+        job = train.TrainJob.load(cmd[cmd.index("--config") + 1])
+        if len(trained) == stop_after[0]:
+            raise RuntimeError("killed")
+        trained.append((job.learning_rate, job.stop_after_epoch))
+        Path(job.model_dir).mkdir(parents=True)
+        Path(job.metrics_file).write_text(json.dumps({"learning_rate": job.learning_rate, "epoch": job.stop_after_epoch,
+                                                      "global_step": 1, "seconds": 1, "log_history": []}))
+        return "done"
+
+    def fake_validation(model_dir, *a, **k):
+        scored.append(str(model_dir))
+        lr, ep = Path(model_dir).parent.parent.name, int(Path(model_dir).parent.name.split("-")[1])
+        return train.ValidationResult(accuracy=acc[lr][ep - 1], samples=10, parsed=10)
+
+    monkeypatch.setattr(launch, "run_training", fake_training)
+    monkeypatch.setattr(train, "validation_accuracy", fake_validation)
+
+    def run(settings, stop_after_calls=None):
+        stop_after[0] = stop_after_calls
+        sweep_dir = tmp_path / "sweep"
+        resumed = train.prepare_sweep_dir(sweep_dir, train.sweep_fingerprint(settings, train_file, "base"))
+        validate, _ = train.validator([{"x": 1}], {}, settings["validation"], tmp_path / "v.jsonl", tmp_path,
+                                      cache_file=sweep_dir / "validation.json")
+        epoch = train.epoch_trainer("sft", settings, model="base", train_file=train_file, sweep_dir=sweep_dir,
+                                    num_processes=1)
+        results, best = train.sweep(train.SweepPlan.from_settings(settings), epoch, validate,
+                                    discard=train.discard_model)
+        return resumed, train.keep_best(best, tmp_path / "model", sweep_dir), best
+
+    stop_after = [None]
+    with pytest.raises(RuntimeError, match="killed"):
+        run(s, stop_after_calls=2)
+    assert trained == [(1e-3, 1), (1e-3, 2)] and len(scored) == 2
+    resumed, model, best = run(s)
+    assert resumed and trained[2:] == [(1e-4, 1), (1e-4, 2)] and len(scored) == 4  # nothing done twice
+    assert (best.learning_rate, best.epoch) == (1e-3, 2) and (model / "selected_from.json").exists()
+    n_trained, n_scored = len(trained), len(scored)
+    resumed, model, best = run(s)  # the finished sweep, run again
+    assert resumed and len(trained) == n_trained and len(scored) == n_scored
+    assert (best.learning_rate, best.epoch) == (1e-3, 2) and model.exists()
+    resumed, _, _ = run({**s, "warmup_steps": s["warmup_steps"] + 1})  # a change: afresh
+    assert not resumed and len(trained) == n_trained + 4
