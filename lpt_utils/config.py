@@ -177,7 +177,13 @@ def open_run(name: str, outputs: str | Path | None = None, root: Path | None = N
     if not path.exists():
         raise FileNotFoundError(f"no run {name!r}: {path} does not exist (run a notebook of it first)")
     doc = yaml.safe_load(path.read_text())
-    return Run(profile=doc["profile"], name=doc["run"], settings=doc["settings"], root=root)
+    run = Run(profile=doc["profile"], name=doc["run"], settings=doc["settings"], root=root)
+    if run.run_dir.resolve() != path.parent.resolve():
+        # the run folder was moved or copied (e.g. from a GPU machine): its artifacts are where its
+        # settings were found, whatever `paths.outputs` said when it ran
+        run.settings = copy.deepcopy(run.settings)
+        run.settings["paths"]["outputs"] = str(path.parent.parent.resolve())
+    return run
 
 
 def show(settings: dict[str, Any], sections: tuple[str, ...] | None = None) -> str:

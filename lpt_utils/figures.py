@@ -175,37 +175,49 @@ def render(run) -> dict[str, Any]:
     reported as skipped."""
     import matplotlib.pyplot as plt
 
-    made: dict[str, Any] = {}
     fig_dir = run.figures_dir
-    if d := _stage(run, "mcq"):
-        made["01_mcq"] = mcq_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
-    if d := _stage(run, "simple_cot"):
-        made["02_simple_cot"] = simple_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
-    if d := _stage(run, "long_cot"):
+
+    def mcq(d):
+        return mcq_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
+
+    def simple(d):
+        return simple_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
+
+    def long(d):
         judged = pd.read_parquet(d / "behaviours.parquet") if (d / "behaviours.parquet").exists() else None
-        mcqs = artifacts.load_stage(run.stage_dir("mcq"))
-        made["03_long_cot"] = long_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir,
-                                               mcqs=mcqs, judged=judged)
-    if d := _stage(run, "training_data"):
+        return long_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir,
+                                mcqs=artifacts.load_stage(run.stage_dir("mcq")), judged=judged)
+
+    def training_data(d):
         sets = {p.stem: pd.read_parquet(p) for p in sorted(d.glob("*.parquet")) if p.stem.startswith(("sft_", "dpo_"))}
-        made["04_training_data"] = training_data_figures(sets, fig_dir)
-    if d := _stage(run, "sft"):
+        return training_data_figures(sets, fig_dir)
+
+    def sft(d):
         counts = artifacts.read_manifest(d)["counts"]
-        made["05_sft"] = sft_figures(d / "sweep", artifacts.load_stage(d), fig_dir, data=run.settings["sft"]["data"],
-                                     best_lr=counts.get("kept_learning_rate"), base_accuracy=counts.get("base_val_accuracy"))
-    if d := _stage(run, "dpo"):
+        return sft_figures(d / "sweep", artifacts.load_stage(d), fig_dir, data=run.settings["sft"]["data"],
+                           best_lr=counts.get("kept_learning_rate"), base_accuracy=counts.get("base_val_accuracy"))
+
+    def dpo(d):
         counts = artifacts.read_manifest(d)["counts"]
         same = run.settings["dpo"]["validation"] == run.settings["sft"]["validation"]
         sft_acc = artifacts.read_manifest(run.stage_dir("sft"))["counts"].get("kept_val_accuracy") if same else None
-        made["06_dpo"] = dpo_figures(d / "sweep", artifacts.load_stage(d), fig_dir,
-                                     best_lr=counts.get("kept_learning_rate"), sft_accuracy=sft_acc)
-    if d := _stage(run, "eval"):
+        return dpo_figures(d / "sweep", artifacts.load_stage(d), fig_dir,
+                           best_lr=counts.get("kept_learning_rate"), sft_accuracy=sft_acc)
+
+    def evaluation(d):
         diff = pd.read_parquet(d / "difficulty.parquet") if (d / "difficulty.parquet").exists() else None
-        made["07_eval"] = eval_figures(artifacts.load_stage(d), diff, fig_dir,
-                                       released=run.settings["eval"]["released_scoring"], title=f"Scores ({run.profile})")
-    plt.close("all")
-    stages = ("01_mcq", "02_simple_cot", "03_long_cot", "04_training_data", "05_sft", "06_dpo", "07_eval")
-    made["skipped"] = [s for s in stages if s not in made]
+        return eval_figures(artifacts.load_stage(d), diff, fig_dir,
+                            released=run.settings["eval"]["released_scoring"], title=f"Scores ({run.profile})")
+
+    stages = (("01_mcq", "mcq", mcq), ("02_simple_cot", "simple_cot", simple), ("03_long_cot", "long_cot", long),
+              ("04_training_data", "training_data", training_data), ("05_sft", "sft", sft), ("06_dpo", "dpo", dpo),
+              ("07_eval", "eval", evaluation))
+    made: dict[str, Any] = {}
+    for stage, key, draw in stages:
+        if d := _stage(run, key):
+            made[stage] = draw(d)
+            plt.close("all")  # one stage's figures at a time (a finished run has ~30)
+    made["skipped"] = [stage for stage, _, _ in stages if stage not in made]
     return made
 
 

@@ -78,3 +78,16 @@ def test_resolve_run_saves_settings_and_names_stage_dirs(tmp_path):
     assert r2.section_hash("data", "mcq") == r.section_hash("data", "mcq")
     r3 = config.resolve_run("tiny", "t3", {"paths.outputs": str(tmp_path / "o"), "mcq.randomise_seed": 1})
     assert r3.section_hash("data", "mcq") != r.section_hash("data", "mcq")
+
+
+def test_open_run_finds_a_moved_run_where_its_settings_are(tmp_path):
+    r = config.resolve_run("tiny", "t1", {"paths.outputs": str(tmp_path / "o"), "paths.figures": str(tmp_path / "f")})
+    (r.stage_dir("mcq")).mkdir()
+    assert config.open_run("t1", tmp_path / "o").settings == r.settings  # in place: as it ran
+    (tmp_path / "o").rename(tmp_path / "copied")  # e.g. a run folder brought over from a GPU machine
+    moved = config.open_run("t1", tmp_path / "copied")
+    assert moved.stage_dir("mcq") == (tmp_path / "copied" / "t1" / "01_mcq").resolve() and moved.stage_dir("mcq").is_dir()
+    assert moved.figures_dir == tmp_path / "f" / "t1"
+    assert all(moved.section_hash(s) == r.section_hash(s) for s in r.settings if s != "paths")
+    with pytest.raises(FileNotFoundError, match="no run 't2'"):
+        config.open_run("t2", tmp_path / "copied")

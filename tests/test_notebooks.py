@@ -28,6 +28,16 @@ def tiny_run(tmp_path_factory):
     return run, executed
 
 
+def rerun(run, number: str):
+    """Run notebook `number` again into the same run; returns its executed copy."""
+    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
+    return run_notebook(notebooks([number])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
+
+
+def stored_calls(stage) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+
+
 def test_notebooks_are_committed_without_outputs():
     for nb in notebooks():
         doc = nbformat.read(nb, as_version=4)
@@ -66,12 +76,10 @@ def test_01_writes_mcqs(tiny_run):
 def test_01_rerun_calls_no_model_and_changes_nothing(tiny_run):
     run, _ = tiny_run
     stage = run.stage_dir("mcq")
-    before = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    before = stored_calls(stage)
     rows_before = artifacts.load_stage(stage)
-    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
-    out = run_notebook(notebooks(["01"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
-    after = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
-    assert after == before  # nothing generated, nothing appended
+    out = rerun(run, "01")
+    assert stored_calls(stage) == before  # nothing generated, nothing appended
     assert artifacts.load_stage(stage).equals(rows_before)
     text = json.dumps(nbformat.read(out, as_version=4).cells[-1].get("outputs", []))
     assert "wrote" in text
@@ -130,11 +138,10 @@ def test_03_writes_long_cots_with_all_four_transitions(tiny_run):
 def test_03_rerun_calls_no_model(tiny_run):
     run, _ = tiny_run
     stage = run.stage_dir("long_cot")
-    before = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    before = stored_calls(stage)
     rows_before = artifacts.load_stage(stage)
-    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
-    run_notebook(notebooks(["03"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
-    assert {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")} == before
+    rerun(run, "03")
+    assert stored_calls(stage) == before
     assert artifacts.load_stage(stage).equals(rows_before)
 
 
@@ -244,11 +251,10 @@ def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
 def test_07_rerun_calls_no_model(tiny_run):
     run, _ = tiny_run
     stage = run.stage_dir("eval")
-    before = {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")}
+    before = stored_calls(stage)
     rows_before = artifacts.load_stage(stage)
-    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
-    run_notebook(notebooks(["07"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
-    assert {p.name: p.read_bytes() for p in (stage / "requests").glob("*.jsonl")} == before
+    rerun(run, "07")
+    assert stored_calls(stage) == before
     assert artifacts.load_stage(stage).equals(rows_before)
 
 
@@ -257,8 +263,7 @@ def test_05_rerun_trains_nothing(tiny_run):
     stage = run.stage_dir("sft")
     model = (stage / "model" / "model.safetensors").read_bytes()
     table = artifacts.load_stage(stage)
-    overrides = {"paths.outputs": str(run.run_dir.parent), "paths.figures": str(run.figures_dir.parent)}
-    out = run_notebook(notebooks(["05"])[0], "tiny", run.name, overrides, out_dir=run.run_dir / "rerun")
+    out = rerun(run, "05")
     text = json.dumps([c.get("outputs", []) for c in nbformat.read(out, as_version=4).cells])
     assert "resuming" in text and text.count("finished in an earlier run, reused") == len(table)
     assert "scored in an earlier run" in text
