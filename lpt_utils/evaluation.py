@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from lpt_utils.artifacts import Funnel
 from lpt_utils.benchmarks import TASKS, BenchItem, LoadReport, get_task
 from lpt_utils.prompts import render
 from lpt_utils.verify import LETTERS, extract_answer, verify
@@ -436,6 +437,18 @@ def load_benchmarks(settings: dict[str, Any], run) -> dict[str, tuple[list[Bench
             report.notes.append(f"eval.limit: {len(limited)} of {len(items)} items evaluated")
         out[name] = (limited, report)
     return out
+
+
+def load_funnel(loaded: dict[str, tuple[list[BenchItem], LoadReport]]) -> Funnel:
+    """The stage's funnel from `load_benchmarks`: per benchmark, its records -> items (left out by
+    design, or skipped with a reason), then what `eval.limit` cut."""
+    funnel = Funnel()
+    for name, (items, report) in loaded.items():
+        dropped = {**{f"left out: {k}": v for k, v in report.filtered.items()}, **dict(report.skipped)}
+        funnel.add(f"{name}: records -> items", report.total, report.kept, dropped)
+        if len(items) < report.kept:
+            funnel.add(f"{name}: eval.limit", report.kept, len(items), {"over eval.limit": report.kept - len(items)})
+    return funnel
 
 
 def think_prefix(settings: dict[str, Any], model_path: str) -> str:

@@ -97,6 +97,21 @@ def caption_cards(records, n: int = 3, width: int = 70, max_lines: int = 14):
     return fig
 
 
+def validation_cards(result, mcqs: pd.DataFrame | None, store: Path, n: int = 3):
+    """A trained model's validation (`train.ValidationResult`, or None without validation): its
+    accuracy overall and by type, then `n` of its scored held-out answers beside their images."""
+    if result is None:
+        print("the profile trains without validation: no held-out answers to show")
+        return None
+    print({"accuracy": round(result.accuracy, 3), **result.accuracy_by_type})
+    if not result.rows:  # a re-run reads the score back; the answers stay in the request store
+        print(f"scored in an earlier run; its answers are in {store}")
+        return None
+    from lpt_utils import simple_cot
+
+    return cot_cards(pd.DataFrame(simple_cot.to_rows(result.rows)).head(n), mcqs)
+
+
 def cot_cards(cots: pd.DataFrame, mcqs: pd.DataFrame, width: int = 70, max_lines: int = 10):
     """Responses beside their image: question, options (right one marked), thought, answer, label."""
     if cots.empty:

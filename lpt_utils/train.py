@@ -989,6 +989,75 @@ def validator(val_rows: list[dict[str, Any]], student_engine: dict[str, Any], va
     return validate, seen
 
 
+# ----------------------------------------------------------------------------- one stage's sweep
+
+
+@dataclass
+class SweepOutcome:
+    """What a stage's sweep leaves for its notebook (05 or 06)."""
+
+    results: list[EpochResult]  # every (learning rate, epoch) trained, in order
+    best: EpochResult  # the kept one
+    model_dir: Path  # where the kept model now is: `<stage>/model/`
+    sweep_dir: Path  # `<stage>/sweep/`: per-call job files, logs and metrics
+    resumed: bool  # an earlier run with the same settings and examples was picked up
+    command: list[str]  # each call's launch command ("JOB.yaml" stands for the call's job file)
+    val: pd.DataFrame | None  # the held-out MCQs (None: the profile trains without validation)
+    validations: dict[str, ValidationResult]  # by model directory, those scored in this process
+    start_accuracy: float | None = None  # the starting model's validation accuracy, where asked for
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return results_table(self.results)
+
+    def kept_validation(self) -> ValidationResult | None:
+        """The kept model's validation result (None without validation); its `rows` are empty when
+        it was scored in an earlier run (the score is read back, the answers stay in the store)."""
+        return self.validations.get(self.best.model_dir)
+
+
+def run_sweep(stage: str, settings: dict[str, Any], *, model: str, train_file: Path, data_dir: Path,
+              stage_dir: Path, models_dir: Path, num_processes: int, ref_model: str | None = None,
+              score_start: bool = False) -> SweepOutcome:
+    """Stage 5 or 6 end to end, as its notebook runs it: resume or start `<stage_dir>/sweep/`, train
+    one epoch per subprocess call for each learning rate of the profile's `settings[stage]`, score
+    every epoch's model on stage 4's held-out MCQs through the engines (and the starting model first
+    with `score_start`), stop early per learning rate, and move the best epoch's model to
+    `<stage_dir>/model/`."""
+    from lpt_utils import launch
+
+    s = settings[stage]
+    plan = SweepPlan.from_settings(s)
+    stage_dir = Path(stage_dir)
+    sweep_dir = stage_dir / "sweep"
+    resumed = prepare_sweep_dir(sweep_dir, sweep_fingerprint({**s, "student": settings["student"]}, train_file,
+                                                             str(model)))
+    if resumed:
+        print("resuming: epochs finished by an earlier run with these settings and examples are reused")
+    val, validate, validations, start = None, None, {}, None
+    if plan.validate:
+        val = load_val_mcqs(data_dir, s["validation"]["max_mcqs"])
+        validate, validations = validator(
+            val.to_dict("records"), settings["student"]["engine"], s["validation"],
+            stage_dir / "validation" / "requests.jsonl", models_dir, think_tag=settings["simple_cot"]["think_tag"],
+            with_type=settings["training_data"]["with_type_line"],
+            released_any_option_text=settings["simple_cot"]["released_any_option_text"],
+            cache_file=sweep_dir / "validation.json")
+        print(f"{len(val)} held-out MCQs")
+        if score_start:
+            start = validate(model)
+    command = launch.launch_command(stage, "JOB.yaml", launcher=s["launcher"], num_processes=num_processes,
+                                    precision=s["precision"])
+    print("each call:", " ".join(command))
+    train_epoch = epoch_trainer(stage, s, model=str(model), ref_model=ref_model, train_file=train_file,
+                                sweep_dir=sweep_dir, num_processes=num_processes)
+    results, best = sweep(plan, train_epoch, validate, discard=discard_model)
+    model_dir = keep_best(best, stage_dir / "model", sweep_dir)
+    print(f"kept: lr {best.learning_rate:g}, epoch {best.epoch} -> {model_dir}")
+    return SweepOutcome(results=results, best=best, model_dir=model_dir, sweep_dir=sweep_dir, resumed=resumed,
+                        command=command, val=val, validations=validations, start_accuracy=start)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 

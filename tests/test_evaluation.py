@@ -268,6 +268,22 @@ def test_take_limit_is_independent_of_file_order():
     assert ev.take_limit(items, None) == items
 
 
+def test_load_funnel_counts_every_record_by_reason():
+    from collections import Counter
+
+    from lpt_utils.benchmarks import LoadReport
+
+    items = [BenchItem("mmstar", str(i), "q", ["a", "b"], "A") for i in range(5)]
+    report = LoadReport("mmstar", total=12, kept=8, filtered=Counter({"math": 3}), skipped=Counter({"missing_image": 1}))
+    funnel = ev.load_funnel({"mmstar": (items, report), "mmvp": (items[:2], LoadReport("mmvp", total=2, kept=2))})
+    assert funnel.steps == [
+        {"step": "mmstar: records -> items", "in": 12, "out": 8, "dropped": {"left out: math": 3, "missing_image": 1}},
+        {"step": "mmstar: eval.limit", "in": 8, "out": 5, "dropped": {"over eval.limit": 3}},
+        {"step": "mmvp: records -> items", "in": 2, "out": 2, "dropped": {}}]
+    with pytest.raises(ValueError, match="every drop needs a reason"):  # an uncounted drop is refused
+        ev.load_funnel({"x": (items, LoadReport("x", total=9, kept=5))})
+
+
 # ----------------------------------------------------------------------------- difficulty, lengths
 
 

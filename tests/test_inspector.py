@@ -309,7 +309,8 @@ def test_export_renders_in_headless_chromium(run_dir, tmp_path):
     page = tmp_path / "page.html"
     _export(run_dir, page, transition="X→O")
     flags = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # no calls home: the page is local and self-contained
     dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "<title>LPT inspector · run myrun · transition: X→O</title>" in dom

@@ -150,6 +150,12 @@ def test_reformat_modes_select_responses():
     # the reformat prompt carries the writer's response
     req = mcq.reformat_requests(res, sampling, "always")[1]
     assert loose in req.messages[1]["content"]
+    # ... and asks for exactly the tagged structure stage 1 parses, one numbered item per question
+    system = req.messages[0]["content"]
+    assert req.messages[0]["role"] == "system" and "numbered" in system
+    for tag in ("<question>", "<choices>", "<answer>", "<type>"):
+        assert tag in system, tag
+    assert "(A)" in system and "(D)" in system
 
 
 def test_build_mcqs_parses_reformatted_text_where_present():

@@ -266,7 +266,89 @@ def test_05_rerun_trains_nothing(tiny_run):
     out = rerun(run, "05")
     text = json.dumps([c.get("outputs", []) for c in nbformat.read(out, as_version=4).cells])
     assert "resuming" in text and text.count("finished in an earlier run, reused") == len(table)
-    assert "scored in an earlier run" in text
+    assert "scored in an earlier run" in text and "its answers are in" in text  # the kept model's score read back
     assert (stage / "model" / "model.safetensors").read_bytes() == model
     assert artifacts.load_stage(stage)[["learning_rate", "epoch", "val_accuracy"]].equals(
         table[["learning_rate", "epoch", "val_accuracy"]])
+
+
+def test_inspector_works_in_jupyterlab(tiny_run, tmp_path):
+    """In a real JupyterLab, driven through headless chromium by Playwright: the inspector's widget
+    draws over the chain's run, `next ▶` steps to the second MCQ, the transition filter narrows the list
+    to the MCQs the library says match, and `export HTML` writes that selection's page."""
+    import os
+    import re
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from lpt_utils import inspector
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium binary on PATH: `make test` installs Debian's chromium "
+                    "(scripts/ensure_chromium.sh) only when run as root on Debian")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    run, _ = tiny_run
+    view = inspector.load_view(run)
+    all_ids = inspector.matching_mcqs(view, inspector.Filters())
+    xo_ids = inspector.matching_mcqs(view, inspector.Filters(transition="X→O"))
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "lpt", "display_name": "LPT (.venv)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(f"from lpt_utils import inspector\ninspector.inspect({str(run.run_dir)!r})")]
+    nbformat.write(nb, tmp_path / "inspect.ipynb")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    log = open(tmp_path / "lab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--allow-root",
+         "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={tmp_path}",
+         "--LabApp.extension_manager=readonly"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=5)
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
+                time.sleep(1)
+        with sync_playwright() as p:
+            chrome = p.chromium.launch(executable_path=browser, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            page = chrome.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(f"http://127.0.0.1:{port}/lab/tree/inspect.ipynb")
+            page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=120_000)
+            page.wait_for_selector("text=LPT (.venv) | Idle", timeout=120_000)
+            page.click(".jp-Cell .jp-InputArea-editor")
+            page.keyboard.press("Shift+Enter")
+            page.wait_for_selector(".widget-button >> text=next ▶", timeout=180_000)
+            out = page.locator(".jp-OutputArea").first
+
+            def shown() -> tuple[str, str]:
+                text = out.inner_text()
+                return re.search(r"tw\d+-q\d+", text).group(0), text
+
+            assert shown()[0] == all_ids[0]
+            page.locator(".widget-button", has_text="next ▶").first.click()
+            page.wait_for_function("ids => document.body.innerText.includes(ids)", arg=all_ids[1], timeout=30_000)
+            transition = next(d for d in page.locator(".widget-dropdown select").all()
+                              if "X→O" in d.locator("option").all_inner_texts())
+            transition.select_option("X→O")
+            page.wait_for_selector(f"text=of {len(xo_ids)} matching MCQs", timeout=30_000)
+            assert shown()[0] == xo_ids[0]
+            page.locator(".widget-button", has_text="export HTML").click()
+            page.wait_for_selector("text=wrote", timeout=30_000)
+            chrome.close()
+        exported = run.run_dir / "inspector" / "transition-XtoO.html"
+        assert "transition: X→O" in exported.read_text() and xo_ids[0] in exported.read_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

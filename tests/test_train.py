@@ -392,9 +392,9 @@ def test_trained_model_is_validated_through_vllm(tiny_vlm_dir, sft_file, data_di
     assert sum(1 for _ in store.open()) == len(val)
 
 
-def test_a_stopped_sweep_resumes_and_a_finished_one_is_not_retrained(tmp_path, monkeypatch):
-    """The notebook's sweep, with the training subprocess and the validation engine replaced by
-    recorders: a sweep killed after its second training call resumes at the third (epochs 1-2 reused,
+def test_a_stopped_sweep_resumes_and_a_finished_one_is_not_retrained(tmp_path, monkeypatch, data_dir):
+    """The notebooks' sweep (`run_sweep`), with the training subprocess and the validation engine
+    replaced by recorders: a sweep killed after its second training call resumes at the third (epochs 1-2 reused,
     scores of discarded models read back), a re-run of the finished sweep trains and scores nothing,
     and a changed setting starts afresh."""
     from lpt_utils import launch
@@ -423,17 +423,15 @@ def test_a_stopped_sweep_resumes_and_a_finished_one_is_not_retrained(tmp_path, m
     monkeypatch.setattr(launch, "run_training", fake_training)
     monkeypatch.setattr(train, "validation_accuracy", fake_validation)
 
+    profile = config.load_profile("tiny")
+
     def run(settings, stop_after_calls=None):
         stop_after[0] = stop_after_calls
-        sweep_dir = tmp_path / "sweep"
-        resumed = train.prepare_sweep_dir(sweep_dir, train.sweep_fingerprint(settings, train_file, "base"))
-        validate, _ = train.validator([{"x": 1}], {}, settings["validation"], tmp_path / "v.jsonl", tmp_path,
-                                      cache_file=sweep_dir / "validation.json")
-        epoch = train.epoch_trainer("sft", settings, model="base", train_file=train_file, sweep_dir=sweep_dir,
-                                    num_processes=1)
-        results, best = train.sweep(train.SweepPlan.from_settings(settings), epoch, validate,
-                                    discard=train.discard_model)
-        return resumed, train.keep_best(best, tmp_path / "model", sweep_dir), best
+        out = train.run_sweep("sft", {**profile, "sft": settings}, model="base", train_file=train_file,
+                              data_dir=data_dir, stage_dir=tmp_path / "05_sft", models_dir=tmp_path, num_processes=1)
+        assert out.table.is_best.sum() == 1 and len(out.table) == len(out.results)
+        assert out.kept_validation().accuracy == out.best.val_accuracy and len(out.val)
+        return out.resumed, out.model_dir, out.best
 
     stop_after = [None]
     with pytest.raises(RuntimeError, match="killed"):
