@@ -345,6 +345,30 @@ def write_sets(stage_dir, sets: dict[str, list[dict[str, Any]]], val_mcqs: list[
     return sizes
 
 
+def write_training_data(stage_dir, settings: dict[str, Any], sets: dict[str, list[dict[str, Any]]],
+                        val_mcqs: list[dict[str, Any]], pools: dict[str, int],
+                        run_name: str) -> tuple[dict[str, int], dict[str, Any] | None]:
+    """Stage 4's files, all but the manifest, from the profile's `training_data` settings: with
+    `published.path`, the released 30K is first imported as `sft_published` (joined with the DOCCI
+    images of `published.docci_dir`); then each set as parquet plus `val_mcqs.parquet`
+    (`write_sets`), the dataset card (`README.md`) and, with `export_sharegpt`, the LLaMA-Factory
+    sharegpt files with their `dataset_info.json`. Returns (rows per file, the import's report or None)."""
+    from pathlib import Path
+
+    from lpt_utils import sharegpt
+
+    sets, published = dict(sets), None
+    if settings["published"]["path"]:
+        sets["sft_published"], published = sharegpt.import_published(settings["published"]["path"],
+                                                                      settings["published"]["docci_dir"])
+    sizes = write_sets(stage_dir, sets, val_mcqs)
+    card = dataset_card(settings, {k: v for k, v in sets.items() if k in FILES}, pools, run_name)
+    (Path(stage_dir) / "README.md").write_text(card)
+    if settings["export_sharegpt"]:
+        sharegpt.export(Path(stage_dir) / "sharegpt", {k: (FILES.get(k, "sft"), v) for k, v in sets.items()})
+    return sizes, published
+
+
 def length_stats(rows: list[dict[str, Any]], key: str = "num_tokens") -> dict[str, float]:
     v = np.array([r[key] for r in rows]) if rows else np.array([0])
     return {"mean": round(float(v.mean()), 1), "median": float(np.median(v)), "max": int(v.max())}

@@ -180,6 +180,39 @@ def test_import_published_joins_docci_and_counts_skips(tmp_path):
     assert report["read"] == 3 and report["skip_examples"]["image not in the DOCCI folder"] == "train_00002"
 
 
+
+def test_write_training_data_with_the_published_set(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from lpt_utils import config
+    from lpt_utils.training_data import write_training_data
+
+    (tmp_path / "docci" / "images").mkdir(parents=True)
+    (tmp_path / "docci" / "images" / "train_00001.jpg").write_bytes(b"jpg")
+    msgs = [{"role": "user", "content": "<image>What colour?"}, {"role": "assistant", "content": "<think>x</think>"}]
+    pd.DataFrame([{"example_id": "train_00001", "messages": msgs, "cot_type": "O"},
+                  {"example_id": "train_00009", "messages": msgs, "cot_type": "O"}]).to_parquet(tmp_path / "30k.parquet")
+    settings = config.load_profile("paper")["training_data"]
+    settings["published"] = {"path": str(tmp_path / "30k.parquet"), "docci_dir": str(tmp_path / "docci")}
+    sft = build_sft(_world(), MCQS, simple_divisor=1, long_divisor=1, xo_per_pooled=1, seed=0, with_type=True)
+    dpo, _ = build_dpo(_world(), MCQS, seed=0, with_type=True)
+    sets = {"sft_simple": sft.simple, "sft_long": sft.long, "dpo_O": dpo["O"], "dpo_XO": dpo["X→O"]}
+    out = tmp_path / "04_training_data"
+    sizes, report = write_training_data(out, settings, sets, [MCQS["m0"]], sft.pools, "r1")
+    assert sizes == {**{k: len(v) for k, v in sets.items()}, "sft_published": 1, "val_mcqs": 1}
+    assert report["skipped"] == {"image not in the DOCCI folder": 1}
+    assert pd.read_parquet(out / "sft_published.parquet").image_path.str.endswith("train_00001.jpg").all()
+    card = (out / "README.md").read_text()
+    assert "run `r1`" in card and "`sft_long.parquet` | %d |" % len(sft.long) in card
+    info = json.loads((out / "sharegpt" / "dataset_info.json").read_text())
+    assert set(info) == {"sft_simple", "sft_long", "dpo_O", "dpo_XO", "sft_published"} and info["dpo_O"]["ranking"]
+    settings = {**settings, "published": {"path": None, "docci_dir": None}, "export_sharegpt": False}
+    sizes, report = write_training_data(tmp_path / "plain", settings, sets, [], sft.pools, "r2")
+    assert report is None and "sft_published" not in sizes and not (tmp_path / "plain" / "sharegpt").exists()
+
+
 def test_assistant_turn_format():
     assert assistant_turn(" a b ", "(B)") == "<think>\na b\n</think>\n<answer>(B)</answer>"
 
