@@ -33,8 +33,9 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run_notebook(path: Path, profile: str, run: str, overrides: dict[str, Any] | None = None,
-                 out_dir: Path | None = None, kernel: str = KERNEL) -> Path:
-    """Execute one notebook with papermill; returns the executed copy's path."""
+                 out_dir: Path | None = None, kernel: str = KERNEL, progress: bool = False) -> Path:
+    """Execute one notebook with papermill (`progress`: a bar over its cells); returns the executed
+    copy's path."""
     import papermill
 
     out_dir = Path(out_dir) if out_dir else resolve_run(profile, run, overrides).run_dir / "notebooks"
@@ -42,7 +43,7 @@ def run_notebook(path: Path, profile: str, run: str, overrides: dict[str, Any] |
     out = out_dir / path.name
     papermill.execute_notebook(str(path), str(out), kernel_name=kernel, cwd=str(path.parent),
                                parameters={"profile": profile, "run": run, "overrides": overrides or {}},
-                               progress_bar=False, log_output=False)
+                               progress_bar=progress, log_output=False)
     return out
 
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     for nb in notebooks(args.only):
         t0 = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] {nb.name} (profile={args.profile}, run={run})", flush=True)
-        out = run_notebook(nb, args.profile, run, overrides)
+        out = run_notebook(nb, args.profile, run, overrides, progress=True)
         timings[nb.stem] = round(time.time() - t0, 1)
         timings_path.write_text(json.dumps(timings, indent=2))
         print(f"    done in {timings[nb.stem]} s -> {out}", flush=True)
