@@ -1003,7 +1003,7 @@ class SweepOutcome:
     resumed: bool  # an earlier run with the same settings and examples was picked up
     command: list[str]  # each call's launch command ("JOB.yaml" stands for the call's job file)
     val: pd.DataFrame | None  # the held-out MCQs (None: the profile trains without validation)
-    validations: dict[str, ValidationResult]  # by model directory, those scored in this process
+    validations: dict[str, ValidationResult]  # by model directory (scores read back from an earlier run have no rows)
     start_accuracy: float | None = None  # the starting model's validation accuracy, where asked for
 
     @property

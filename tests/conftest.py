@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,18 @@ def tiny_lm_dir(models_dir: Path) -> Path:
     from lpt_utils.tiny_world.models import ensure_model
 
     return Path(ensure_model("lm", models_dir))
+
+
+# Chromium flags for the browser tests: headless-safe, and no calls home (the pages are local).
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium (`make test` installs it where it runs as root on Debian), else a skip."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium binary on PATH: `make test` installs Debian's chromium "
+                    "(scripts/ensure_chromium.sh) only when run as root on Debian")
+    return browser

@@ -5,12 +5,12 @@ static snapshot, and the exported page (its content here, its rendering in a hea
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM_FLAGS
 from PIL import Image
 
 from lpt_utils import artifacts, inspector
@@ -297,20 +297,10 @@ def test_export_from_the_widget_path(run_dir):
     assert out.exists() and "wrote" in ins.export_status.value and "O/X: O" in out.read_text()
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_export_renders_in_headless_chromium(run_dir, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("no chromium binary on PATH: `make test` installs Debian's chromium "
-                    "(scripts/ensure_chromium.sh) only when run as root on Debian")
+def test_export_renders_in_headless_chromium(run_dir, tmp_path, chromium):
     page = tmp_path / "page.html"
     _export(run_dir, page, transition="X→O")
-    flags = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # no calls home: the page is local and self-contained
+    flags = [chromium, "--headless", "--hide-scrollbars", *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(flags + ["--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert "<title>LPT inspector · run myrun · transition: X→O</title>" in dom

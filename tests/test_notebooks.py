@@ -272,13 +272,12 @@ def test_05_rerun_trains_nothing(tiny_run):
         table[["learning_rate", "epoch", "val_accuracy"]])
 
 
-def test_inspector_works_in_jupyterlab(tiny_run, tmp_path):
+def test_inspector_works_in_jupyterlab(tiny_run, tmp_path, chromium):
     """In a real JupyterLab, driven through headless chromium by Playwright: the inspector's widget
     draws over the chain's run, `next ▶` steps to the second MCQ, the transition filter narrows the list
     to the MCQs the library says match, and `export HTML` writes that selection's page."""
     import os
     import re
-    import shutil
     import socket
     import subprocess
     import sys
@@ -287,10 +286,8 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path):
 
     from lpt_utils import inspector
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("no chromium binary on PATH: `make test` installs Debian's chromium "
-                    "(scripts/ensure_chromium.sh) only when run as root on Debian")
+    from conftest import CHROMIUM_FLAGS
+
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     run, _ = tiny_run
     view = inspector.load_view(run)
@@ -319,9 +316,7 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path):
                 assert time.time() < deadline and server.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
                 time.sleep(1)
         with sync_playwright() as p:
-            chrome = p.chromium.launch(executable_path=browser, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
+            chrome = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
             page = chrome.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(f"http://127.0.0.1:{port}/lab/tree/inspect.ipynb")
             page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=120_000)
@@ -331,18 +326,17 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path):
             page.wait_for_selector(".widget-button >> text=next ▶", timeout=180_000)
             out = page.locator(".jp-OutputArea").first
 
-            def shown() -> tuple[str, str]:
-                text = out.inner_text()
-                return re.search(r"tw\d+-q\d+", text).group(0), text
+            def shown() -> str:  # the id of the MCQ the widget shows
+                return re.search(r"tw\d+-q\d+", out.inner_text()).group(0)
 
-            assert shown()[0] == all_ids[0]
+            assert shown() == all_ids[0]
             page.locator(".widget-button", has_text="next ▶").first.click()
             page.wait_for_function("ids => document.body.innerText.includes(ids)", arg=all_ids[1], timeout=30_000)
             transition = next(d for d in page.locator(".widget-dropdown select").all()
                               if "X→O" in d.locator("option").all_inner_texts())
             transition.select_option("X→O")
             page.wait_for_selector(f"text=of {len(xo_ids)} matching MCQs", timeout=30_000)
-            assert shown()[0] == xo_ids[0]
+            assert shown() == xo_ids[0]
             page.locator(".widget-button", has_text="export HTML").click()
             page.wait_for_selector("text=wrote", timeout=30_000)
             chrome.close()

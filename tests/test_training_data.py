@@ -180,7 +180,6 @@ def test_import_published_joins_docci_and_counts_skips(tmp_path):
     assert report["read"] == 3 and report["skip_examples"]["image not in the DOCCI folder"] == "train_00002"
 
 
-
 def test_write_training_data_with_the_published_set(tmp_path):
     import json
 
