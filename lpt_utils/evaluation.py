@@ -40,7 +40,7 @@ import pandas as pd
 from lpt_utils.artifacts import Funnel
 from lpt_utils.benchmarks import TASKS, BenchItem, LoadReport, get_task
 from lpt_utils.prompts import render
-from lpt_utils.verify import LETTERS, extract_answer, verify
+from lpt_utils.verify import LETTERS, Verdict, extract_answer, released_verdict, strict_verdict
 
 PROMPTS = ("direct", "think")
 
@@ -113,28 +113,39 @@ def requests(items: list[BenchItem], kind: str, sampling: dict[str, Any], prefix
 
 @dataclass(frozen=True)
 class Scored:
-    """How one response reads: the extracted answer (None: unanswered) and the verdicts."""
+    """How one response reads under both rules (`lpt_utils.verify`): each rule extracts its own answer
+    and judges it. Strict: `extracted` (None: unanswered), where it came from, the option it names,
+    the verdict; released: its extraction and verdict (the paper's numbers were computed with it)."""
 
     extracted: str | None
-    unanswered_reason: str  # "" | "no_answer" (no answer tags, no "Answer:") | "empty_answer"
+    source: str  # answer_tags | answer_colon | after_thought | whole_response | none
+    unanswered_reason: str  # "" | "no_answer" (nothing to extract) | "empty_answer"
     named_letter: str  # the option the answer names ("" when none or ambiguous)
     match: str  # lpt_utils.verify.Verdict.how, or "unanswered"
-    correct: bool  # against the right option only
-    correct_released: bool  # the released code's rule: any option's text counts as right
+    correct: bool  # the strict rule: the right option only
+    extracted_released: str | None
+    match_released: str
+    correct_released: bool  # the released evaluation script's rule, exactly
 
     @property
     def answered(self) -> bool:
         return not self.unanswered_reason
 
 
-def score_response(raw: str, choices: list[str], right_letter: str) -> Scored:
-    """Extract the answer from a whole assistant turn and match it against the right option."""
-    ans = extract_answer(raw)
-    if ans is None or not ans.strip():
-        return Scored(ans, "no_answer" if ans is None else "empty_answer", "", "unanswered", False, False)
-    strict = verify(ans, list(choices), right_letter)
-    loose = verify(ans, list(choices), right_letter, released_any_option_text=True)
-    return Scored(ans, "", strict.letter or "", strict.how, strict.correct, loose.correct)
+def score_response(raw: str, choices: list[str], right_letter: str, *, whole_response: bool = True) -> Scored:
+    """Extract the answer from a whole assistant turn and judge it under both rules.
+    `whole_response`: the released script's last fallback (`eval.whole_response_fallback`)."""
+    ext = extract_answer(raw, "strict", whole_response)
+    rel = extract_answer(raw, "released", whole_response)
+    if rel.answer is None:
+        rv = Verdict(False, None, "unanswered")
+    else:
+        rv = released_verdict(rel.answer, list(choices), right_letter, in_evaluation=True)
+    if ext.answer is None or not ext.answer.strip():
+        reason = "no_answer" if ext.answer is None else "empty_answer"
+        return Scored(ext.answer, ext.source, reason, "", "unanswered", False, rel.answer, rv.how, rv.correct)
+    sv = strict_verdict(ext.answer, list(choices), right_letter, ext.later_answers)
+    return Scored(ext.answer, ext.source, "", sv.letter or "", sv.how, sv.correct, rel.answer, rv.how, rv.correct)
 
 
 @dataclass
@@ -154,33 +165,37 @@ class Prediction:
     right_letter: str  # what was scored against
     image_path: str
     raw_output: str  # the whole assistant turn (a forced prefix included)
-    extracted: str | None
+    extracted: str | None  # the strict rule's extraction
+    source: str  # where it came from: answer_tags | answer_colon | after_thought | whole_response | none
     answered: bool
     unanswered_reason: str
     named_letter: str
     match: str
-    correct: bool
-    correct_released: bool
+    correct: bool  # the strict rule (this project's correction)
+    extracted_released: str | None  # the released script's extraction
+    match_released: str
+    correct_released: bool  # the released script's rule (the paper's numbers)
     num_tokens: int
     finish_reason: str
 
 
 def predictions(model: str, model_path: str, kind: str, items: list[BenchItem], results, prefix: str = "",
-                *, corrections: bool = True) -> list[Prediction]:
+                *, corrections: bool = True, whole_response: bool = True) -> list[Prediction]:
     """Score the (greedy, n=1) results of `requests(items, kind, ...)`, in the same order."""
     out = []
     pre = prefix if kind == "think" else ""
     for it, res in zip(items, results, strict=True):
         raw = pre + res.texts[0]
         right = it.right_letter(corrections)
-        s = score_response(raw, it.choices, right)
+        s = score_response(raw, it.choices, right, whole_response=whole_response)
         out.append(Prediction(
             model=model, model_path=model_path, prompt=kind, benchmark=it.benchmark, item_id=it.item_id,
             category=it.category, question=it.question, choices=list(it.choices),
             answer_letter=it.answer_letter, corrected_letter=it.corrected_letter, right_letter=right,
-            image_path=it.image_path or "", raw_output=raw, extracted=s.extracted, answered=s.answered,
-            unanswered_reason=s.unanswered_reason, named_letter=s.named_letter, match=s.match,
-            correct=s.correct, correct_released=s.correct_released, num_tokens=int(res.num_tokens[0]),
+            image_path=it.image_path or "", raw_output=raw, extracted=s.extracted, source=s.source,
+            answered=s.answered, unanswered_reason=s.unanswered_reason, named_letter=s.named_letter, match=s.match,
+            correct=s.correct, extracted_released=s.extracted_released, match_released=s.match_released,
+            correct_released=s.correct_released, num_tokens=int(res.num_tokens[0]),
             finish_reason=res.finish_reasons[0]))
     return out
 
@@ -190,18 +205,18 @@ def to_frame(preds: list[Prediction]) -> pd.DataFrame:
     return pd.DataFrame([asdict(p) for p in preds], columns=cols)
 
 
-def rescore(df: pd.DataFrame, *, corrections: bool = True) -> pd.DataFrame:
+def rescore(df: pd.DataFrame, *, corrections: bool = True, whole_response: bool = True) -> pd.DataFrame:
     """Recompute extraction and both verdicts from the saved raw outputs (no model call): after a
     change to the verifier, or to switch label corrections on or off."""
     out = df.copy()
     rows = []
     for r in out.itertuples(index=False):
         right = (r.corrected_letter or r.answer_letter) if corrections else r.answer_letter
-        s = score_response(r.raw_output, list(r.choices), right)
-        rows.append((right, s.extracted, s.answered, s.unanswered_reason, s.named_letter, s.match, s.correct,
-                     s.correct_released))
-    cols = ["right_letter", "extracted", "answered", "unanswered_reason", "named_letter", "match", "correct",
-            "correct_released"]
+        s = score_response(r.raw_output, list(r.choices), right, whole_response=whole_response)
+        rows.append((right, s.extracted, s.source, s.answered, s.unanswered_reason, s.named_letter, s.match,
+                     s.correct, s.extracted_released, s.match_released, s.correct_released))
+    cols = ["right_letter", "extracted", "source", "answered", "unanswered_reason", "named_letter", "match",
+            "correct", "extracted_released", "match_released", "correct_released"]
     new = pd.DataFrame(rows, columns=cols, index=out.index)
     for c in cols:
         out[c] = new[c]

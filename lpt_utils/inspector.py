@@ -412,6 +412,7 @@ class Inspector:
         self.mcq_number = w.BoundedIntText(value=1, min=1, max=1, description="MCQ", layout=w.Layout(width="160px"))
         self.mcq_count = w.HTML()
         self.mcq_view = w.HTML()
+        self.mcq_view.add_class("lpt-mcq-view")  # a handle for browser tests
         self.sft_set = w.Dropdown(description="set", options=list(view.sft) or [""])
         self.sft_source = _dropdown("source", [])
         self.prev_sft, self.next_sft = w.Button(description="◀ previous"), w.Button(description="next ▶")
@@ -526,10 +527,11 @@ class Inspector:
         finally:
             self._syncing = False
         self.prev_mcq.disabled, self.next_mcq.disabled = i <= 0, i >= n - 1
-        self.mcq_count.value = f"of {n} matching MCQs" if n else "no MCQ matches these filters"
+        # The view first, the count last: whoever sees the new count sees the new MCQ.
         self.mcq_view.value = cards.CSS + cards.INSPECTOR_CSS + (
             mcq_group_html(group_mcq(self.selection.view, self._ids[i], self.selection.filters,
                                      self.selection.only_matching)) if n else "")
+        self.mcq_count.value = f"of {n} matching MCQs" if n else "no MCQ matches these filters"
 
     def _show_rows(self, rows: pd.DataFrame, index: int, attr: str, prev, nxt, position, view, render) -> None:
         n = len(rows)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from lpt_utils.artifacts import Funnel
 from lpt_utils.mcq import choice_lines
 from lpt_utils.prompts import render
-from lpt_utils.verify import parse_response, verify
+from lpt_utils.verify import parse_response, verdicts
 
 CUES = ("Wait,", "Hmm,", "Alternatively,", "Let's double-check the details.")
 SEPARATORS = ("\n", " ")
@@ -61,15 +61,66 @@ def assistant_prefix(question: str, choice_lines: list[str], thought: str, cue: 
     return f"{opening}\n{splice_thought(thought)}{separator}{cue}"
 
 
-def banned_hits(text: str, banned: Sequence[str]) -> list[str]:
-    """Banned words or phrases that occur in `text` as whole words (case-insensitive): "state" hits
-    "state" but not "statement"; list inflected forms explicitly ("state", "states", "stated")."""
+BAN_RULES = {
+    "released": "the released filter: a case-sensitive substring test (misses \"Description\", drops "
+                "\"texture\" and \"context\" for \"text\")",
+    "whole_word": "whole words, case-insensitive (\"state\" is not \"statement\"; misses \"mentioning\")",
+    "whole_word_forms": "whole words, case-insensitive, plus the forms the profile lists per banned word "
+                        "(mention: mentioning; text: textual)",
+}
+
+
+def banned_hits(text: str, banned: Sequence[str], rule: str = "whole_word",
+                forms: dict[str, Sequence[str]] | None = None) -> list[str]:
+    """The banned words or phrases (or their listed forms) that `text` holds under `rule`
+    (`BAN_RULES`). `forms`: extra forms per banned word, used by `whole_word_forms`."""
+    if rule not in BAN_RULES:
+        raise ValueError(f"unknown banned-word rule {rule!r}; known: {', '.join(BAN_RULES)}")
+    words = [w for w in banned if w.strip()]
+    if rule == "released":
+        return [w for w in words if w in text]
+    if rule == "whole_word_forms":
+        unknown = sorted(set(forms or {}) - set(words))
+        if unknown:
+            raise ValueError(f"long_cot.banned_forms lists forms of {unknown}, which are not banned words")
+        words = words + [f for w in words for f in (forms or {}).get(w, ()) if f not in words]
     hits = []
-    for w in banned:
+    for w in words:
         pattern = r"(?<![A-Za-z0-9'])" + re.escape(w.strip()) + r"(?![A-Za-z0-9])"
-        if w.strip() and re.search(pattern, text, flags=re.I):
+        if re.search(pattern, text, flags=re.I):
             hits.append(w)
     return hits
+
+
+def ban_rule_comparison(added_thoughts: Sequence[str], banned: Sequence[str],
+                        forms: dict[str, Sequence[str]] | None = None, examples: int = 3):
+    """What each banned-word rule would drop among `added_thoughts` (the parsed continuations of a
+    run): how many, how many only that rule drops, and the words that made the difference."""
+    import pandas as pd
+
+    hits = {r: [banned_hits(t, banned, r, forms) for t in added_thoughts] for r in BAN_RULES}
+    out = []
+    for r in BAN_RULES:
+        dropped = [bool(h) for h in hits[r]]
+        only = [i for i, d in enumerate(dropped) if d and not any(bool(hits[o][i]) for o in BAN_RULES if o != r)]
+        spared = [i for i, d in enumerate(dropped) if not d and any(bool(hits[o][i]) for o in BAN_RULES if o != r)]
+        words = Counter(w for h in hits[r] for w in h)
+        out.append({"rule": r, "dropped": sum(dropped), "of": len(added_thoughts),
+                    "share": round(sum(dropped) / len(added_thoughts), 3) if added_thoughts else None,
+                    "only this rule drops": len(only), "kept here, dropped by another": len(spared),
+                    "top words": ", ".join(f"{w} {c}" for w, c in words.most_common(5)),
+                    "example it alone drops": _snippet(added_thoughts, only, hits[r], examples)})
+    return pd.DataFrame(out).set_index("rule")
+
+
+def _snippet(texts: Sequence[str], idx: list[int], hits: list[list[str]], k: int) -> str:
+    if not idx:
+        return ""
+    i = idx[0]
+    w = hits[i][0]
+    pos = texts[i].find(w) if w in texts[i] else texts[i].lower().find(w.lower())
+    lo = max(0, pos - 30)
+    return f"…{texts[i][lo:pos + len(w) + 30]}… ({w})"
 
 
 def transition(simple_correct: bool, long_correct: bool) -> str:
@@ -161,11 +212,17 @@ class LongCoT:
     raw_text: str  # what the reasoning model generated after the prefix
     added_thought: str  # that text up to the closing think tag
     long_thought: str  # simple thought + separator + cue + added thought (what the student learns)
+    summary: str  # what the model wrote between </think> and <answer> (R1 distills usually summarise)
     answer: str
     answer_letter: str
-    named_letter: str
-    match: str
-    is_correct: bool
+    named_letter: str  # the option the answer names under the strict rule
+    match: str  # how the strict rule read the answer
+    match_released: str  # how the released rule read it
+    correct_strict: bool
+    correct_released: bool
+    rule: str  # the rule that labels the transition (the profile's `long_cot.rule`)
+    is_correct: bool  # the verdict of `rule`
+    shape: str  # how the continuation is laid out (lpt_utils.verify.SHAPES, or "empty_added_thought")
     transition: str  # O→O | O→X | X→O | X→X ("" when unparsable)
     num_tokens: int  # tokens the reasoning model generated
     finish_reason: str
@@ -183,10 +240,17 @@ def _continuation(prefix: str, text: str, think_tag: str) -> tuple[str, str]:
     return whole, added.strip()
 
 
+def _shape(p, added: str) -> str:
+    """The parsed response's shape; a continuation that closes the thought at once adds nothing."""
+    return "empty_added_thought" if p.ok and not added else p.shape
+
+
 def score(exs: list[Example], results, *, banned_words: Sequence[str] = (), think_tag: str = "<think>",
-          released_any_option_text: bool = False) -> tuple[list[LongCoT], Funnel]:
-    """Parse, verify, filter banned words in the added thought, label transitions, de-duplicate
-    per MCQ (on the whole long thought and answer)."""
+          rule: str = "strict", ban_rule: str = "whole_word",
+          ban_forms: dict[str, Sequence[str]] | None = None) -> tuple[list[LongCoT], Funnel]:
+    """Parse, verify (both rules; `rule` labels the transition), filter banned words in the added
+    thought (`ban_rule`), label transitions, de-duplicate per MCQ (on the whole long thought and
+    answer)."""
     rows: list[LongCoT] = []
     seen: dict[str, set[str]] = {}
     for ex, res in zip(exs, results, strict=True):
@@ -195,9 +259,10 @@ def score(exs: list[Example], results, *, banned_words: Sequence[str] = (), thin
             whole, added = _continuation(ex.prefix, text, think_tag)
             p = parse_response(whole)
             ok = p.ok and bool(added)
-            v = verify(p.answer, list(m["choices"]), m["answer_letter"],
-                       released_any_option_text=released_any_option_text) if ok else None
-            hits = banned_hits(added, banned_words) if ok else []
+            v = verdicts(p.answer, list(m["choices"]), m["answer_letter"], later_answers=p.later_answers) \
+                if ok else None
+            correct = bool(v and v[rule].correct)
+            hits = banned_hits(added, banned_words, ban_rule, ban_forms) if ok else []
             lt = long_thought(sc["thought"], ex.separator, ex.cue, added) if ok else ""
             key = " ".join(f"{lt} {p.answer}".split())
             mcq_seen = seen.setdefault(m["mcq_id"], set())
@@ -211,15 +276,18 @@ def score(exs: list[Example], results, *, banned_words: Sequence[str] = (), thin
                 cue=ex.cue, separator=ex.separator, simple_thought=sc["thought"], simple_answer=sc["answer"],
                 simple_correct=bool(sc["is_correct"]), simple_num_tokens=int(sc["num_tokens"]),
                 prefix=ex.prefix, raw_text=text, added_thought=added, long_thought=lt,
-                answer=p.answer if ok else "", answer_letter=m["answer_letter"],
-                named_letter=(v.letter or "") if v else "", match=v.how if v else "",
-                is_correct=bool(v and v.correct),
-                transition=transition(bool(sc["is_correct"]), bool(v and v.correct)) if ok else "",
+                summary=p.between if ok else "", answer=p.answer if ok else "", answer_letter=m["answer_letter"],
+                named_letter=(v["strict"].letter or "") if v else "", match=v["strict"].how if v else "",
+                match_released=v["released"].how if v else "",
+                correct_strict=bool(v and v["strict"].correct), correct_released=bool(v and v["released"].correct),
+                rule=rule, is_correct=correct, shape=_shape(p, added),
+                transition=transition(bool(sc["is_correct"]), correct) if ok else "",
                 num_tokens=int(ntok), finish_reason=fin, banned_hits=hits, kept=not drop, drop_reason=drop))
     funnel = Funnel()
     n = len(rows)
     parsed = sum(r.drop_reason != "unparsable" for r in rows)
-    funnel.add("continuations that close the thought and answer", n, parsed, {"unparsable": n - parsed})
+    funnel.add("continuations that close the thought and answer", n, parsed,
+               Counter(f"unparsable: {r.shape} ({r.finish_reason})" for r in rows if r.drop_reason == "unparsable"))
     clean = parsed - sum(r.drop_reason == "banned word" for r in rows)
     funnel.add("added thought free of banned words", parsed, clean, {"banned word": parsed - clean})
     kept = sum(r.kept for r in rows)
@@ -259,6 +327,10 @@ def summary(rows: list[LongCoT]) -> dict[str, Any]:
         "banned_word_hits": dict(Counter(w for r in rows for w in r.banned_hits)),
         "accuracy_after": round(sum(r.is_correct for r in kept) / len(kept), 4) if kept else None,
         "cues": dict(Counter(r.cue for r in kept)),
+        "shapes": dict(Counter(r.shape for r in rows)),
+        "unparsable_by_finish": dict(Counter(r.finish_reason for r in rows if r.drop_reason == "unparsable")),
+        "accuracy_by_rule": {rule: round(sum(getattr(r, f"correct_{rule}") for r in kept) / len(kept), 4)
+                             if kept else None for rule in ("strict", "released")},
     }
 
 

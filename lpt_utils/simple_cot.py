@@ -16,7 +16,7 @@ from typing import Any
 
 from lpt_utils.artifacts import Funnel
 from lpt_utils.mcq import student_messages
-from lpt_utils.verify import parse_response, verify
+from lpt_utils.verify import parse_response, verdicts
 
 THINK = "<think>"
 
@@ -73,27 +73,33 @@ class SimpleCoT:
     thought: str
     answer: str
     answer_letter: str  # the right option's letter
-    named_letter: str  # the option the answer names ("" when none or ambiguous)
-    match: str  # how the verifier read the answer (lpt_utils.verify.Verdict.how)
-    is_correct: bool
+    named_letter: str  # the option the answer names under the strict rule ("" when none or ambiguous)
+    match: str  # how the strict rule read the answer (lpt_utils.verify.Verdict.how)
+    match_released: str  # how the released rule read it
+    correct_strict: bool
+    correct_released: bool
+    rule: str  # the rule that labels the row (the profile's `simple_cot.rule`)
+    is_correct: bool  # the verdict of `rule`
     label: str  # "O" (right) or "X" (wrong); "" when unparsable
+    shape: str  # how the response is laid out (lpt_utils.verify.SHAPES)
     num_tokens: int
     finish_reason: str
     kept: bool
     drop_reason: str  # "" | "unparsable" | "duplicate"
 
 
-def score(mcqs, results, *, released_any_option_text: bool = False) -> tuple[list[SimpleCoT], Funnel]:
-    """Parse, verify and de-duplicate every sample. `mcqs` are the stage-1 rows (dicts) in the
-    order of `results`."""
+def score(mcqs, results, *, rule: str = "strict") -> tuple[list[SimpleCoT], Funnel]:
+    """Parse, verify (both rules; `rule` labels O/X) and de-duplicate every sample. `mcqs` are the
+    stage-1 rows (dicts) in the order of `results`."""
     rows: list[SimpleCoT] = []
     for m, res in zip(mcqs, results, strict=True):
         seen: set[str] = set()
         for k, (text, ntok, fin) in enumerate(zip(res.texts, res.num_tokens, res.finish_reasons)):
             raw = THINK + text
             p = parse_response(raw)
-            v = verify(p.answer, list(m["choices"]), m["answer_letter"],
-                       released_any_option_text=released_any_option_text) if p.ok else None
+            v = verdicts(p.answer, list(m["choices"]), m["answer_letter"], later_answers=p.later_answers) \
+                if p.ok else None
+            correct = bool(v and v[rule].correct)
             key = " ".join(raw.split())
             drop = "unparsable" if not p.ok else ("duplicate" if key in seen else "")
             seen.add(key)
@@ -101,16 +107,25 @@ def score(mcqs, results, *, released_any_option_text: bool = False) -> tuple[lis
                 mcq_id=m["mcq_id"], response_id=f"{m['mcq_id']}-s{k}", image_id=m["image_id"],
                 image_path=m["image_path"], question_type=m["question_type"], raw_text=raw,
                 thought=p.thought, answer=p.answer, answer_letter=m["answer_letter"],
-                named_letter=(v.letter or "") if v else "", match=v.how if v else "",
-                is_correct=bool(v and v.correct), label=("O" if v and v.correct else "X") if p.ok else "",
+                named_letter=(v["strict"].letter or "") if v else "", match=v["strict"].how if v else "",
+                match_released=v["released"].how if v else "",
+                correct_strict=bool(v and v["strict"].correct), correct_released=bool(v and v["released"].correct),
+                rule=rule, is_correct=correct, label=("O" if correct else "X") if p.ok else "", shape=p.shape,
                 num_tokens=int(ntok), finish_reason=fin, kept=not drop, drop_reason=drop))
     funnel = Funnel()
     n = len(rows)
     parsed = sum(r.drop_reason != "unparsable" for r in rows)
-    funnel.add("responses that parse (think then answer tags)", n, parsed, {"unparsable": n - parsed})
+    funnel.add("responses that parse (think, anything, then answer tags)", n, parsed,
+               unparsable_reasons(rows))
     kept = sum(r.kept for r in rows)
     funnel.add("distinct responses per MCQ", parsed, kept, {"duplicate": parsed - kept})
     return rows, funnel
+
+
+def unparsable_reasons(rows) -> Counter:
+    """Unparsable rows by shape and by why generation stopped ("unparsable: cut_in_thought (length)"),
+    so a funnel tells the token limit from a malformed response."""
+    return Counter(f"unparsable: {r.shape} ({r.finish_reason})" for r in rows if r.drop_reason == "unparsable")
 
 
 def summary(rows: list[SimpleCoT]) -> dict[str, Any]:
@@ -130,7 +145,16 @@ def summary(rows: list[SimpleCoT]) -> dict[str, Any]:
         "accuracy": round(sum(r.is_correct for r in kept) / len(kept), 4) if kept else None,
         "accuracy_by_type": {t: round(sum(v) / len(v), 4) for t, v in sorted(by_type.items())},
         "mcqs_by_labels": dict(mixed),
+        "shapes": dict(Counter(r.shape for r in rows)),
+        "accuracy_by_rule": accuracy_by_rule(kept),
     }
+
+
+def accuracy_by_rule(kept) -> dict[str, float | None]:
+    """Kept rows' accuracy under each rule (the profile's rule labels O/X; both are stored)."""
+    n = len(kept)
+    return {"strict": round(sum(r.correct_strict for r in kept) / n, 4) if n else None,
+            "released": round(sum(r.correct_released for r in kept) / n, 4) if n else None}
 
 
 def to_rows(rows: list[SimpleCoT]) -> list[dict[str, Any]]:

@@ -619,7 +619,7 @@ class ValidationResult:
 def validation_accuracy(model_dir: Path, val_rows: list[dict[str, Any]], engine: dict[str, Any],
                         sampling: dict[str, Any], store_path: Path, models_dir: Path, *,
                         think_tag: str = "<think>", with_type: bool = True,
-                        released_any_option_text: bool = False) -> ValidationResult:
+                        rule: str = "strict") -> ValidationResult:
     """Score `model_dir` on the held-out MCQs with the student prompt (forced think tag) through the
     engines (`engine`: the profile's `student.engine`, its model replaced by `model_dir`). Requests are
     stored under `store_path`, keyed by the model's weights, so a re-run with the same weights reuses them.
@@ -639,7 +639,7 @@ def validation_accuracy(model_dir: Path, val_rows: list[dict[str, Any]], engine:
         close = getattr(eng, "close", None)
         if close:
             close()
-    scored, _ = simple_cot.score(val_rows, results, released_any_option_text=released_any_option_text)
+    scored, _ = simple_cot.score(val_rows, results, rule=rule)
     by_type: dict[str, list[bool]] = {}
     for r in scored:
         by_type.setdefault(r.question_type, []).append(r.is_correct)
@@ -956,7 +956,7 @@ def epoch_trainer(stage: str, s: dict[str, Any], *, model: str, train_file: Path
 
 def validator(val_rows: list[dict[str, Any]], student_engine: dict[str, Any], validation: dict[str, Any],
               store_path: Path, models_dir: Path, *, think_tag: str = "<think>", with_type: bool = True,
-              released_any_option_text: bool = False,
+              rule: str = "strict",
               cache_file: Path | None = None) -> tuple[Callable[[Path], float], dict[str, ValidationResult]]:
     """`validate(model_dir) -> accuracy` for `sweep`, and the dict it fills with each model's full result.
     With `cache_file` (inside the sweep folder, which `prepare_sweep_dir` empties when anything that
@@ -974,7 +974,7 @@ def validator(val_rows: list[dict[str, Any]], student_engine: dict[str, Any], va
             return res.accuracy
         res = validation_accuracy(model_dir, val_rows, student_engine, validation["sampling"], store_path,
                                   models_dir, think_tag=think_tag, with_type=with_type,
-                                  released_any_option_text=released_any_option_text)
+                                  rule=rule)
         seen[str(model_dir)] = res
         if cache_file:
             cache[str(model_dir)] = {k: v for k, v in asdict(res).items() if k != "rows"}
@@ -1041,7 +1041,7 @@ def run_sweep(stage: str, settings: dict[str, Any], *, model: str, train_file: P
             val.to_dict("records"), settings["student"]["engine"], s["validation"],
             stage_dir / "validation" / "requests.jsonl", models_dir, think_tag=settings["simple_cot"]["think_tag"],
             with_type=settings["training_data"]["with_type_line"],
-            released_any_option_text=settings["simple_cot"]["released_any_option_text"],
+            rule=settings["simple_cot"]["rule"],
             cache_file=sweep_dir / "validation.json")
         print(f"{len(val)} held-out MCQs")
         if score_start:

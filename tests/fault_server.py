@@ -4,7 +4,7 @@
 then answers normally:
 
 - ``"429"``, ``"500"``, ``"503"``, ``"400"``: that HTTP status with an OpenAI-style error body;
-- ``"hang"``: sleeps `hang_s` seconds before answering (past the client's timeout);
+- ``"hang"``: never answers (until the server stops): the client's timeout must end the call;
 - ``"drop"``: closes the connection without any response;
 - ``"fewer"``: answers with one choice fewer than asked.
 
@@ -34,7 +34,6 @@ class Call:
 @dataclass
 class FaultServer:
     script: list[str] = field(default_factory=list)
-    hang_s: float = 3.0
     answer_delay_s: float = 0.0
     model: str = "fault-model"
     calls: list[Call] = field(default_factory=list)
@@ -104,7 +103,7 @@ class FaultServer:
                 request.transport.abort()  # close the socket: the client sees a dropped connection
                 raise asyncio.CancelledError
             if fault == "hang":
-                await asyncio.sleep(self.hang_s)
+                await asyncio.Event().wait()  # never set: cancelled when the server stops
             if self.answer_delay_s:
                 await asyncio.sleep(self.answer_delay_s)
             answer = self._answer(request.path, body)

@@ -21,7 +21,8 @@ from lpt_utils.engines.openai_engine import EngineRequestError, OpenAIEngine  # 
 
 
 def engine(srv: FaultServer, **kw) -> OpenAIEngine:
-    settings = dict(model="fault-model", backend="openai", base_url=srv.base_url, timeout_s=0.5,
+    # A timeout far above a loopback answer's time even on a busy machine: only a "hang" reaches it.
+    settings = dict(model="fault-model", backend="openai", base_url=srv.base_url, timeout_s=5.0,
                     retry_backoff_s=0.01, max_retries=5, concurrency=4)
     settings.update(kw)
     return OpenAIEngine(EngineConfig(**settings), "fault-model")
@@ -33,7 +34,7 @@ def chat(text: str, n: int = 1, **kw) -> GenerationRequest:
 
 def test_retries_every_transient_fault_then_succeeds():
     faults = ["429", "500", "503", "drop", "hang"]
-    with FaultServer(script=faults, hang_s=2.0) as srv:
+    with FaultServer(script=faults) as srv:
         [res] = engine(srv, concurrency=1).generate([chat("hello", n=2)])
     assert res.texts == ["reply[0]: hello", "reply[1]: hello"]
     assert [c.fault for c in srv.calls] == faults + [None]  # 5 failures, the 6th attempt answers

@@ -58,30 +58,40 @@ def test_requests_force_the_prefix_on_think_only_and_use_the_benchmark_token_lim
 # ----------------------------------------------------------------------------- extraction + scoring
 
 
-@pytest.mark.parametrize("raw, extracted, reason, correct", [
+@pytest.mark.parametrize("raw, extracted, reason, correct, released", [
     # think outputs
-    ("<think> the cup is blue </think> <answer> (B) </answer>", "(B)", "", True),
-    ("<think> it is blue </think> <answer>B</answer>", "B", "", True),  # letter only
-    ("<think> hmm </think> <answer> blue </answer>", "blue", "", True),  # option text only
-    ("<think> hmm </think> <answer> (B) blue </answer>", "(B) blue", "", True),  # "(B) text"
-    ("<think> hmm </think> <answer> (B) or (C) </answer>", "(B) or (C)", "", False),  # two letters
-    ("<think> the cup is blue, so (B)", None, "no_answer", False),  # tags missing (cut off)
-    ("<think> so the answer is B </think>", None, "no_answer", False),
-    ("<think> x </think> <answer> </answer>", "", "empty_answer", False),  # empty
+    ("<think> the cup is blue </think> <answer> (B) </answer>", "(B)", "", True, True),
+    ("<think> it is blue </think> <answer>B</answer>", "B", "", True, True),  # letter only
+    ("<think> hmm </think> <answer> blue </answer>", "blue", "", True, True),  # option text only
+    ("<think> hmm </think> <answer> (B) blue </answer>", "(B) blue", "", True, True),  # "(B) text"
+    ("<think> hmm </think> <answer> (B) or (C) </answer>", "(B) or (C)", "", False, True),  # two letters
+    # cut off in the thought: the whole response is all there is, and it names nothing
+    ("<think> the cup is blue, so (B)", "<think> the cup is blue, so (B)", "", False, False),
+    ("<think> so the answer is B </think>", "", "empty_answer", False, False),  # nothing after the thought
+    ("<think> x </think> <answer> </answer>", "", "empty_answer", False, False),  # empty
     # direct outputs
-    ("<answer> (B) </answer>", "(B)", "", True),
-    ("<answer>(C)</answer>", "(C)", "", False),
-    ("B", None, "no_answer", False),  # a bare letter without tags is not an answer (FACTS.md)
-    ("Answer: (B)", "(B)", "", True),  # fallback: the text after "Answer:"
-    ("Answer: B. blue\nmore text", "B. blue", "", True),
-    ("", None, "no_answer", False),
+    ("<answer> (B) </answer>", "(B)", "", True, True),
+    ("<answer>(C)</answer>", "(C)", "", False, False),
+    ("B", "B", "", True, True),  # a bare letter: the released script's whole-response fallback
+    ("(B) blue", "(B) blue", "", True, True),
+    ("The answer is (B).", "The answer is (B).", "", False, False),  # prose is read by neither rule
+    ("Answer: (B)", "(B)", "", True, True),  # the text after "Answer:"
+    ("Answer: B. blue\nmore text", "B. blue", "", True, True),
+    ("", "", "empty_answer", False, False),
 ])
-def test_extraction_and_matching(raw, extracted, reason, correct):
+def test_extraction_and_matching(raw, extracted, reason, correct, released):
     s = ev.score_response(raw, ITEM.choices, "B")
-    assert (s.extracted, s.unanswered_reason, s.correct) == (extracted, reason, correct)
+    assert (s.extracted, s.unanswered_reason, s.correct, s.correct_released) == (extracted, reason, correct,
+                                                                                released)
     assert s.answered == (reason == "")
     if not s.answered:
-        assert s.named_letter == "" and s.match == "unanswered" and not s.correct_released
+        assert s.named_letter == "" and s.match == "unanswered"
+
+
+def test_without_the_whole_response_fallback_an_untagged_answer_is_unanswered():
+    s = ev.score_response("B", ITEM.choices, "B", whole_response=False)
+    assert (s.extracted, s.unanswered_reason, s.correct, s.correct_released) == (None, "no_answer", False, False)
+    assert ev.score_response("Answer: B", ITEM.choices, "B", whole_response=False).correct
 
 
 def test_two_letters_are_answered_but_ambiguous():

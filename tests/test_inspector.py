@@ -47,8 +47,9 @@ def _simple(mcq_id, k, label, thought, drop=""):
         mcq_id=mcq_id, response_id=f"{mcq_id}-s{k}", image_id=mcq_id, image_path="", question_type="",
         raw_text=f"<think>{thought}</think><answer>(A)</answer>", thought=thought,
         answer="(B)" if label == "O" else "(A)", answer_letter="B", named_letter="B" if label == "O" else "A",
-        match="letter", is_correct=label == "O", label=label, num_tokens=12, finish_reason="stop",
-        kept=not drop, drop_reason=drop))
+        match="letter", match_released="letter_form", correct_strict=label == "O", correct_released=label == "O",
+        rule="strict", is_correct=label == "O", label=label, shape="think_answer", num_tokens=12,
+        finish_reason="stop", kept=not drop, drop_reason=drop))
 
 
 def _long(simple_id, k, transition, cue, added, hits=(), drop=""):
@@ -56,9 +57,10 @@ def _long(simple_id, k, transition, cue, added, hits=(), drop=""):
         mcq_id=simple_id.rsplit("-", 1)[0], simple_id=simple_id, long_id=f"{simple_id}-l{k}", image_id="",
         image_path="", question_type="", cue=cue, separator=" ", simple_thought="t", simple_answer="(A)",
         simple_correct=transition[0] == "O", simple_num_tokens=12, prefix="", raw_text=added,
-        added_thought=added, long_thought=f"t {cue} {added}", answer="(B)" if transition[-1] == "O" else "(A)",
-        answer_letter="B", named_letter="", match="letter", is_correct=transition[-1] == "O",
-        transition=transition, num_tokens=20, finish_reason="stop", banned_hits=list(hits), kept=not drop,
+        added_thought=added, long_thought=f"t {cue} {added}", summary="",
+        answer="(B)" if transition[-1] == "O" else "(A)", answer_letter="B", named_letter="", match="letter",
+        match_released="letter_form", correct_strict=transition[-1] == "O", correct_released=transition[-1] == "O",
+        rule="strict", is_correct=transition[-1] == "O", shape="think_answer", transition=transition, num_tokens=20, finish_reason="stop", banned_hits=list(hits), kept=not drop,
         drop_reason=drop))
 
 

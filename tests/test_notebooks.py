@@ -277,7 +277,6 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path, chromium):
     draws over the chain's run, `next ▶` steps to the second MCQ, the transition filter narrows the list
     to the MCQs the library says match, and `export HTML` writes that selection's page."""
     import os
-    import re
     import socket
     import subprocess
     import sys
@@ -324,19 +323,22 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path, chromium):
             page.click(".jp-Cell .jp-InputArea-editor")
             page.keyboard.press("Shift+Enter")
             page.wait_for_selector(".widget-button >> text=next ▶", timeout=180_000)
-            out = page.locator(".jp-OutputArea").first
+            # The MCQ view's first MCQ id, waited for (never read at once: the kernel's updates
+            # reach the page when they reach it).
+            shown_js = ("id => { const v = document.querySelector('.lpt-mcq-view');"
+                        " const m = v && v.innerText.match(/tw\\d+-q\\d+/); return m && m[0] === id; }")
 
-            def shown() -> str:  # the id of the MCQ the widget shows
-                return re.search(r"tw\d+-q\d+", out.inner_text()).group(0)
+            def wait_shown(mcq_id: str) -> None:
+                page.wait_for_function(shown_js, arg=mcq_id, timeout=60_000)
 
-            assert shown() == all_ids[0]
+            wait_shown(all_ids[0])
             page.locator(".widget-button", has_text="next ▶").first.click()
-            page.wait_for_function("ids => document.body.innerText.includes(ids)", arg=all_ids[1], timeout=30_000)
+            wait_shown(all_ids[1])
             transition = next(d for d in page.locator(".widget-dropdown select").all()
                               if "X→O" in d.locator("option").all_inner_texts())
             transition.select_option("X→O")
-            page.wait_for_selector(f"text=of {len(xo_ids)} matching MCQs", timeout=30_000)
-            assert shown() == xo_ids[0]
+            page.wait_for_selector(f"text=of {len(xo_ids)} matching MCQs", timeout=60_000)
+            wait_shown(xo_ids[0])
             page.locator(".widget-button", has_text="export HTML").click()
             page.wait_for_selector("text=wrote", timeout=30_000)
             chrome.close()

@@ -45,7 +45,7 @@ def test_score_labels_and_drops():
     assert rows[0].thought == "I see blue." and rows[0].raw_text.startswith("<think> I see blue.")
     assert rows[1].named_letter == "A" and rows[4].match == "text"
     assert [r.response_id for r in rows][:2] == ["img-q00-s0", "img-q00-s1"]
-    assert funnel.steps[0]["dropped"] == {"unparsable": 1} and funnel.steps[1]["dropped"] == {"duplicate": 1}
+    assert funnel.steps[0]["dropped"] == {"unparsable: cut_in_thought (stop)": 1} and funnel.steps[1]["dropped"] == {"duplicate": 1}
     s = simple_cot.summary(rows)
     assert (s["kept"], s["O"], s["X"]) == (3, 2, 1) and s["mcqs_by_labels"] == {"both O and X": 1}
     assert s["accuracy_by_type"] == {"recognition": round(2 / 3, 4)}
@@ -54,4 +54,7 @@ def test_score_labels_and_drops():
 def test_released_rule_switch_changes_the_label():
     res = _res(" x </think> <answer> red </answer>")
     assert simple_cot.score([MCQ], [res])[0][0].label == "X"
-    assert simple_cot.score([MCQ], [res], released_any_option_text=True)[0][0].label == "O"
+    [row] = simple_cot.score([MCQ], [res], rule="released")[0]
+    assert row.label == "O" and row.rule == "released"
+    # both verdicts are stored whichever rule labels the row
+    assert (row.correct_strict, row.correct_released, row.match_released) == (False, True, "any_option_text")

@@ -29,9 +29,11 @@ class CountingEngine:
 
     fingerprint = "counting-engine"
 
-    def __init__(self, batch_size: int = 3, fail_on_batch: int | None = None, sleep_s: float = 0.0):
+    def __init__(self, batch_size: int = 3, fail_on_batch: int | None = None, sleep_s: float = 0.0,
+                 hang_on_batch: int | None = None):
         self.batch_size = batch_size
         self.fail_on_batch = fail_on_batch
+        self.hang_on_batch = hang_on_batch  # this batch never returns (the SIGKILL test kills it there)
         self.sleep_s = sleep_s
         self.batches = 0
         self.seen: list[str] = []
@@ -40,6 +42,9 @@ class CountingEngine:
         self.batches += 1
         if self.fail_on_batch == self.batches:
             raise RuntimeError("engine died")
+        if self.hang_on_batch == self.batches:
+            while True:
+                time.sleep(3600)
         time.sleep(self.sleep_s)
         self.seen += [r.prompt for r in requests]
         return [
@@ -145,8 +150,11 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, __file__, str(path)], env=env)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and (not path.exists() or path.read_bytes().count(b"\n") < 4):
+        # The worker stores two batches (4 requests), then hangs inside the third: the kill lands
+        # mid-run however busy the machine is (waiting for 4 lines, not for a moment).
+        deadline = time.time() + 120
+        while (not path.exists() or path.read_bytes().count(b"\n") < 4) and proc.poll() is None:
+            assert time.time() < deadline, "the worker stored nothing in 120 s"
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -154,7 +162,7 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path):
     assert proc.returncode == -signal.SIGKILL
     before = path.read_bytes()
     done = len(RequestStore(path))
-    assert 4 <= done < 20
+    assert done == 4
 
     requests = make_requests(20)
     engine = CountingEngine(batch_size=2)
@@ -167,7 +175,7 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path):
 
 
 if __name__ == "__main__":  # the worker killed by the test above
-    run_requests(CountingEngine(batch_size=2, sleep_s=0.15), make_requests(20), RequestStore(sys.argv[1]))
+    run_requests(CountingEngine(batch_size=2, hang_on_batch=3), make_requests(20), RequestStore(sys.argv[1]))
 
 
 def test_identical_requests_keep_their_own_meta(tmp_path: Path):

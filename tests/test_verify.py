@@ -2,7 +2,8 @@
 
 import pytest
 
-from lpt_utils.verify import extract_answer, parse_response, verify
+from lpt_utils.verify import (Extracted, extract_answer, parse_response, released_choice_texts, verdicts,
+                              verify)
 
 CHOICES = ["red", "blue", "green square", "yellow"]
 
@@ -34,26 +35,63 @@ def test_multiword_option_text_and_letter_plus_text():
 
 def test_released_rule_counts_any_option_text():
     assert not verify("red", CHOICES, "B").correct
-    v = verify("red", CHOICES, "B", released_any_option_text=True)
+    v = verify("red", CHOICES, "B", rule="released")
     assert v.correct and v.how == "any_option_text"
     # letters are still decided by the letter under the released rule
-    assert not verify("(A)", CHOICES, "B", released_any_option_text=True).correct
+    assert not verify("(A)", CHOICES, "B", rule="released").correct
+
+
+@pytest.mark.parametrize("answer,strict,released", [
+    ("b", True, False),          # the released comparisons are case-sensitive
+    ("(b)", True, False),
+    ("B)", True, False),         # not one of the released letter forms
+    ("**B**", True, False),      # nothing is normalised beyond stripping
+    ("(B)\nblue", True, False),  # first token split on a space only
+    ("(B) anything", True, True),
+    ("Blue", True, True),        # option text: lower-cased on both sides
+])
+def test_strict_and_released_differ_where_the_released_code_is_literal(answer, strict, released):
+    v = verdicts(answer, CHOICES, "B")
+    assert (v["strict"].correct, v["released"].correct) == (strict, released), (answer, v)
+
+
+def test_unknown_rule_is_an_error():
+    with pytest.raises(ValueError, match="unknown answer rule"):
+        verify("B", CHOICES, "B", rule="lenient")
+
+
+def test_released_rereads_option_texts_as_the_released_code_did():
+    # an option holding " B. " is split there by the released choice grammar; the real (B) then
+    # overwrites the stray one, and "Plan B. Go home" can no longer be matched by its text
+    assert released_choice_texts(["Plan B. Go home", "stay", "run"]) == {"A": "Plan", "B": "stay", "C": "run"}
+    assert verify("Plan B. Go home", ["Plan B. Go home", "stay", "run"], "A", rule="released").how == \
+        "unreadable_choices"
+    assert not verify("(A) Plan B. Go home", ["Plan B. Go home", "stay", "run"], "A", rule="released").correct
 
 
 def test_parse_response():
     p = parse_response("<think> I see a blue ball.\nIt is round. </think>\n<answer> (B) </answer> tail")
     assert p.ok and p.thought == "I see a blue ball.\nIt is round." and p.answer == "(B)"
+    assert p.shape == "think_answer"
     first = parse_response("<think>a</think><answer>A</answer><think>b</think><answer>B</answer>")
-    assert first.answer == "A"
-    for bad in ["<think> truncated thought without end", "<think> x </think> no answer tags",
-                "<answer>B</answer>", "", "<think> x </think> <answer> B"]:
-        assert not parse_response(bad).ok, bad
+    assert first.answer == "A" and first.later_answers == ("B",)
+    summary = parse_response("<think> x </think>\n\nSo the answer is (B).\n\n<answer>B</answer>")
+    assert summary.ok and summary.answer == "B" and summary.between == "So the answer is (B)."
+    assert summary.shape == "think_summary_answer"
+    for bad, shape in [("<think> truncated thought without end", "cut_in_thought"),
+                       ("<think> x </think> no answer tags", "no_answer_block"),
+                       ("<answer>B</answer>", "no_think"), ("", "empty"),
+                       ("<think> x </think> <answer> B", "cut_in_answer")]:
+        p = parse_response(bad)
+        assert not p.ok and p.shape == shape, bad
     assert parse_response("<think></think><answer></answer>").ok  # parsable; the empty answer is wrong
 
 
 def test_extract_answer_for_evaluation():
-    assert extract_answer("<think>x</think><answer>(C)</answer>") == "(C)"
-    assert extract_answer("blah\nAnswer: (D) yellow\nmore") == "(D) yellow"
-    assert extract_answer("I think it is B") is None
-    assert extract_answer("") is None
-    assert extract_answer("Answer:   ") is None
+    assert extract_answer("<think>x</think><answer>(C)</answer>").answer == "(C)"
+    assert extract_answer("blah\nAnswer: (D) yellow\nmore").answer == "(D) yellow"
+    assert extract_answer("blah\nAnswer: (D) yellow\nmore", "released").answer == "(D) yellow\nmore"
+    assert extract_answer("I think it is B") == Extracted("I think it is B", "whole_response")
+    assert extract_answer("I think it is B", whole_response=False) == Extracted(None, "none")
+    assert extract_answer("<think> it is red </think> (A)").answer == "(A)"
+    assert extract_answer("<think> it is red </think> (A)", "released").answer == "<think> it is red </think> (A)"
