@@ -22,14 +22,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lpt_utils import sharegpt
 from lpt_utils.artifacts import Funnel
 from lpt_utils.long_cot import splice_thought
 from lpt_utils.mcq import answer_in_form, student_messages
+from lpt_utils.sharegpt import DPO_COLUMNS, SFT_COLUMNS  # the row contract lives with its file format
 
-SFT_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "assistant", "assistant_prefix",
-               "source", "num_tokens")
-DPO_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "chosen", "rejected", "pair_type",
-               "family")
 PAIR_TYPES = {"O>O→X": "O", "O>X": "O", "X→O>X→X": "X→O", "X→O>X": "X→O"}
 
 
@@ -187,7 +185,8 @@ def sft_row(t: Trace, mcq: dict[str, Any], *, with_type: bool, fmt: TurnFormat =
         raise ValueError(f"{t.trace_id}: the long thought does not begin with its simple thought")
     return {"id": t.trace_id, "mcq_id": t.mcq_id, "image_id": mcq["image_id"], "image_path": mcq["image_path"],
             "system": system, "user": user, "assistant": assistant, "assistant_prefix": prefix,
-            "source": t.kind, "num_tokens": t.length}
+            "source": t.kind, "num_tokens": t.length, "simple_cot_id": t.simple_id,
+            "long_cot_id": t.trace_id if "→" in t.kind else "", "extra_metadata": "{}"}
 
 
 @dataclass
@@ -281,7 +280,7 @@ def dpo_row(kind: str, c: Trace, r: Trace, mcq: dict[str, Any], *, with_type: bo
     return {"id": f"{c.trace_id}>{r.trace_id}", "mcq_id": c.mcq_id, "image_id": mcq["image_id"],
             "image_path": mcq["image_path"], "system": system, "user": user,
             "chosen": fmt.turn(c.thought, c.answer), "rejected": fmt.turn(r.thought, r.answer), "pair_type": kind,
-            "family": PAIR_TYPES[kind]}
+            "family": PAIR_TYPES[kind], "extra_metadata": "{}"}
 
 
 def build_dpo(traces: list[Trace], mcqs: dict[str, dict[str, Any]], *, seed: int, with_type: bool,
@@ -350,12 +349,12 @@ def write_training_data(stage_dir, settings: dict[str, Any], sets: dict[str, lis
                         run_name: str) -> tuple[dict[str, int], dict[str, Any] | None]:
     """Stage 4's files, all but the manifest, from the profile's `training_data` settings: with
     `published.path`, the released 30K is first imported as `sft_published` (joined with the DOCCI
-    images of `published.docci_dir`); then each set as parquet plus `val_mcqs.parquet`
-    (`write_sets`), the dataset card (`README.md`) and, with `export_sharegpt`, the LLaMA-Factory
-    sharegpt files with their `dataset_info.json`. Returns (rows per file, the import's report or None)."""
+    images of `published.docci_dir`, MCQ ids derived from the question: `sharegpt.import_published`);
+    then each set as parquet plus `val_mcqs.parquet` (`write_sets`), the dataset card (`README.md`)
+    and, with `export_sharegpt`, the LLaMA-Factory sharegpt files (image paths relative to
+    `sharegpt/`, plus a `<name>_stock.json` variant of each set with X→O rows) with their
+    `dataset_info.json`. Returns (rows per file, the import's report or None)."""
     from pathlib import Path
-
-    from lpt_utils import sharegpt
 
     sets, published = dict(sets), None
     if settings["published"]["path"]:
@@ -374,9 +373,67 @@ def length_stats(rows: list[dict[str, Any]], key: str = "num_tokens") -> dict[st
     return {"mean": round(float(v.mean()), 1), "median": float(np.median(v)), "max": int(v.max())}
 
 
+def prefix_share(rows: list[dict[str, Any]]) -> tuple[int, float]:
+    """(rows with a masked prefix, share of all assistant-turn characters that lie in those prefixes):
+    what a trainer that ignores `assistant_prefix` would wrongly train on."""
+    total = sum(len(r["assistant"]) for r in rows)
+    masked = sum(len(r.get("assistant_prefix") or "") for r in rows)
+    return sum(bool(r.get("assistant_prefix")) for r in rows), (masked / total if total else 0.0)
+
+
+def export_guide(sets: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The card's section on training with LLaMA-Factory or TRL on the export: which file, which
+    settings, and why the `_stock` variant exists (with this run's share of masked text)."""
+    with_prefix = [n for n, rows in sets.items()
+                   if FILES.get(n) == "sft" and any(r.get("assistant_prefix") for r in rows)]
+    stock = ", ".join(f"`{n}{sharegpt.STOCK_SUFFIX}`" for n in with_prefix)
+    share = "; ".join(f"`{n}`: {k} of {len(sets[n])} rows, {100 * f:.0f}% of the assistant-turn characters"
+                      for n in with_prefix for k, f in [prefix_share(sets[n])])
+    context = sharegpt.STOCK_CONTEXT.format(thought="<the wrong simple thought>").strip().replace("\n", " ")
+    return [
+        "", "## Training on this data elsewhere (LLaMA-Factory, TRL)", "",
+        "`sharegpt/` holds every set as a LLaMA-Factory sharegpt JSON file, each registered in "
+        "`sharegpt/dataset_info.json` (DPO sets with `ranking: true`). Image paths are relative to "
+        "`sharegpt/`, so the export keeps working when moved together with its images (the whole run folder "
+        "when the images are inside it, as the tiny profile's scenes are; images elsewhere, such as "
+        "`data/docci`, must keep their place relative to it). `metadata` keeps the ids under the released "
+        "key names (`image_id`, `mcq_unique_id`, `simple_cot_unique_id`, `extended_cot_unique_id`) and ours.",
+        "", "**LLaMA-Factory** (not a dependency of this repository): `dataset_dir: <this folder>/sharegpt`, "
+        "`dataset: <entry name>`, `template: qwen2_vl` (Qwen2-VL / Qwen2.5-VL students); for DPO `stage: dpo` "
+        "on `dpo_O` / `dpo_XO`. Leave `media_dir` unset: it defaults to `dataset_dir`, which the image paths "
+        "are relative to (an image not found there is tried as written, relative to the working directory, "
+        "with only a warning).", "",
+        "Stock LLaMA-Factory drops `assistant_prefix` without a word (it reads only the columns it knows), "
+        "so it would train each X→O row on the wrong simple thought the row is meant to mask"
+        + (f" ({share}). Use the stock variant {stock} with stock LLaMA-Factory; the unmodified file only "
+           "with the authors' patched fork, which honours `assistant_prefix`. Sets without X→O rows (such as "
+           "`sft_simple`) and the DPO files need no variant." if with_prefix else
+           ". No SFT set of this run has X→O rows, so no `_stock` variant was needed."), "",
+        "The stock variant moves an X→O row's wrong simple thought out of the trained turn: the user turn "
+        f"ends with \"{context}\", and the assistant turn is the opening think tag, the cue, the added "
+        "thought and the answer. So no trained token comes from the wrong thought (with `train_on_prompt` "
+        "off, its default), every assistant turn still "
+        "opens with the think tag, and no setting is needed. (A prior assistant turn holding the thought "
+        "would need `mask_history: true`, which is off by default, and LLaMA-Factory trains history replies "
+        "otherwise.) The price: the thought reaches the model as user text, not as its own words, so the "
+        "row teaches recovery from a shown attempt rather than from its own; for the paper's exact recipe "
+        "train the unmodified set with a trainer that honours the prefix (the authors' fork, or notebook 05).", "",
+        "**TRL**: load the parquet sets (`datasets.load_dataset(\"parquet\", data_files=\"sft_long.parquet\")`). "
+        "To honour the prefix, build prompt-completion examples: prompt = system and user turns (with the "
+        "image) rendered by the chat template with the generation prompt, followed by `assistant_prefix`; "
+        "completion = the rest of `assistant`; train with `SFTConfig(completion_only_loss=True)` and load "
+        "each `image_path` as the example's image. `python -m lpt_utils.train sft` (notebook 05) does exactly "
+        "this; DPO sets map to `prompt` / `chosen` / `rejected` / `images` the same way. The JSON files load "
+        "with `datasets.load_dataset(\"json\", data_files=\"sharegpt/<name>.json\")` (join each image path "
+        "to `sharegpt/`); TRL knows nothing of `assistant_prefix` either, so from JSON use the `_stock` file, "
+        "split as prompt = all messages but the last, completion = the last.",
+    ]
+
+
 def dataset_card(settings: dict[str, Any], sets: dict[str, list[dict[str, Any]]], pools: dict[str, int],
                  run_name: str) -> str:
-    """A README for the stage-4 folder: the recipe, counts per source and pair type, lengths."""
+    """A README for the stage-4 folder: the recipe, counts per source and pair type, lengths, and (with
+    `export_sharegpt`) how to train on the export with LLaMA-Factory or TRL (`export_guide`)."""
     lines = [f"# LongPerceptualThoughts training data — run `{run_name}`", "",
              "Built by `notebooks/04_build_datasets.ipynb` from stages 1–3 of this run.", "",
              "## Recipe", "", "```yaml"]
@@ -395,7 +452,10 @@ def dataset_card(settings: dict[str, Any], sets: dict[str, list[dict[str, Any]]]
     lines += ["", "`val_mcqs.parquet`: the held-out MCQs (whole images) scored for validation accuracy; "
               "none of them is in a training set.", "",
               "SFT columns: " + ", ".join(SFT_COLUMNS) + ". X→O rows carry `assistant_prefix` (the wrong "
-              "simple thought), which begins `assistant` and carries no loss.",
-              "DPO columns: " + ", ".join(DPO_COLUMNS) + ".",
-              "`sharegpt/` holds the same sets in LLaMA-Factory's sharegpt format with `dataset_info.json`."]
+              "simple thought), which begins `assistant` and carries no loss. `simple_cot_id` / `long_cot_id` "
+              "name the traces; `extra_metadata` is a JSON object of any other metadata an imported release "
+              "carried.",
+              "DPO columns: " + ", ".join(DPO_COLUMNS) + "."]
+    if settings.get("export_sharegpt"):
+        lines += export_guide(sets)
     return "\n".join(lines) + "\n"

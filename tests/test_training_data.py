@@ -1,11 +1,10 @@
 """Stage 4: subsampling, the SFT sets, the DPO pair rules, deduplication, the validation split, and
-the released sharegpt format (export, import, the published 30K)."""
+the files `write_training_data` writes (the sharegpt format itself is tested in test_sharegpt.py)."""
 
 from collections import Counter
 
 import pytest
 
-from lpt_utils import sharegpt
 from lpt_utils.training_data import (Trace, assistant_turn, build_dpo, build_sft, dedup_pairs, dpo_pairs,
                                      length_weights, split_validation, subsample)
 
@@ -81,6 +80,8 @@ def test_sft_sets_and_the_masked_prefix():
     for r in sets.long:
         assert r["assistant"].startswith("<think>\n") and r["assistant"].endswith("</answer>")
         assert "recognition" in r["system"] and "Question" in r["user"] and "(B) blue" in r["user"]
+        assert r["simple_cot_id"] and r["extra_metadata"] == "{}"
+        assert r["long_cot_id"] == ("" if r["source"] == "O" else r["id"])  # the trace ids travel with the row
         if r["source"] == "X→O":
             assert r["assistant_prefix"] and r["assistant"].startswith(r["assistant_prefix"])
             assert r["assistant_prefix"] == "<think>\nIt is red." or r["assistant_prefix"].endswith("m1-s1.")
@@ -141,43 +142,7 @@ def test_validation_split_is_by_image_and_stable():
     assert split_validation(mcqs, 0.0, seed=0)[1] == set()
 
 
-# ----------------------------------------------------------------------------- sharegpt
-
-
-def test_sharegpt_round_trip(tmp_path):
-    sft = build_sft(_world(), MCQS, simple_divisor=1, long_divisor=1, xo_per_pooled=1, seed=0, with_type=True).long
-    dpo, _ = build_dpo(_world(), MCQS, seed=0, with_type=True)
-    info_path = sharegpt.export(tmp_path, {"lpt_sft_long": ("sft", sft), "lpt_dpo_xo": ("dpo", dpo["X→O"])})
-    import json
-
-    info = json.loads(info_path.read_text())
-    assert info["lpt_dpo_xo"]["ranking"] is True and info["lpt_dpo_xo"]["formatting"] == "sharegpt"
-    assert info["lpt_sft_long"]["columns"]["assistant_prefix"] == "assistant_prefix"
-    assert "ranking" not in info["lpt_sft_long"] and info["lpt_sft_long"]["tags"]["role_tag"] == "role"
-    recs = json.loads((tmp_path / "lpt_sft_long.json").read_text())
-    assert all(r["messages"][1]["content"].startswith("<image>") for r in recs)
-    assert sum("assistant_prefix" in r for r in recs) == 2  # X→O rows only
-    assert sharegpt.read_release(tmp_path / "lpt_sft_long.json", "sft") == sft
-    assert sharegpt.read_release(tmp_path / "lpt_dpo_xo.json", "dpo") == dpo["X→O"]
-
-
-def test_import_published_joins_docci_and_counts_skips(tmp_path):
-    import pandas as pd
-
-    (tmp_path / "docci" / "images").mkdir(parents=True)
-    (tmp_path / "docci" / "images" / "train_00001.jpg").write_bytes(b"jpg")
-    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "<image>What colour?"},
-            {"role": "assistant", "content": "<think>x</think><answer>(B)</answer>"}]
-    pd.DataFrame([
-        {"example_id": "train_00001", "messages": msgs, "cot_type": "X→O"},
-        {"example_id": "train_00002", "messages": msgs, "cot_type": "O"},  # image missing
-        {"example_id": "train_00001", "messages": msgs[:2], "cot_type": "O"},  # no reply
-    ]).to_parquet(tmp_path / "30k.parquet")
-    rows, report = sharegpt.import_published(tmp_path / "30k.parquet", tmp_path / "docci")
-    assert len(rows) == 1 and rows[0]["user"] == "What colour?" and rows[0]["source"] == "X→O"
-    assert rows[0]["image_path"].endswith("images/train_00001.jpg") and rows[0]["system"] == "S"
-    assert report["skipped"] == {"image not in the DOCCI folder": 1, "malformed messages (no assistant reply)": 1}
-    assert report["read"] == 3 and report["skip_examples"]["image not in the DOCCI folder"] == "train_00002"
+# ----------------------------------------------------------------------------- writing (sharegpt: test_sharegpt.py)
 
 
 def test_write_training_data_with_the_published_set(tmp_path):
@@ -206,10 +171,19 @@ def test_write_training_data_with_the_published_set(tmp_path):
     card = (out / "README.md").read_text()
     assert "run `r1`" in card and "`sft_long.parquet` | %d |" % len(sft.long) in card
     info = json.loads((out / "sharegpt" / "dataset_info.json").read_text())
-    assert set(info) == {"sft_simple", "sft_long", "dpo_O", "dpo_XO", "sft_published"} and info["dpo_O"]["ranking"]
+    assert set(info) == {"sft_simple", "sft_long", "sft_long_stock", "dpo_O", "dpo_XO", "sft_published"}
+    assert info["dpo_O"]["ranking"] and "assistant_prefix" not in info["sft_long_stock"]["columns"]
+    published = pd.read_parquet(out / "sft_published.parquet")
+    assert published.mcq_id.str.startswith("mcq-").all() and published.id.is_unique
+    # the card says how to train on the export with stock tools, and with which file
+    for needed in ("dataset_info.json", "dataset_dir", "media_dir", "qwen2_vl", "`sft_long_stock`",
+                   "drops `assistant_prefix`", "TRL", "completion_only_loss", "sft_long.parquet"):
+        assert needed in card, needed
+    assert "`sft_long`: 2 of 6 rows" in card  # the X→O rows a stock trainer would mistrain, counted
     settings = {**settings, "published": {"path": None, "docci_dir": None}, "export_sharegpt": False}
     sizes, report = write_training_data(tmp_path / "plain", settings, sets, [], sft.pools, "r2")
     assert report is None and "sft_published" not in sizes and not (tmp_path / "plain" / "sharegpt").exists()
+    assert "LLaMA-Factory" not in (tmp_path / "plain" / "README.md").read_text()  # no export, no guide to it
 
 
 def test_assistant_turn_format():

@@ -13,7 +13,11 @@ truth): the tiny models learn to answer exactly what the stages will send them.
 - `long_cot_example`: stage 3's reasoning-model prompt (description, question, options) with the
   assistant turn pre-filled exactly as stage 3 builds it (opening, a simple thought that is right
   or wrong half the time, separator, cue) -> a re-check that quotes the description's sentence
-  about what the question asks, the value, `</think>` and the answer in answer tags.
+  about what the question asks, the value, `</think>`, (half the time) a summary sentence, and the
+  answer in answer tags; some re-checks name the description or use words the banned-word rules
+  disagree on (`RECHECK_OPENERS`), as real reasoners do.
+- `direct_examples`: the evaluation's direct prompt -> the answer, sometimes without answer tags
+  (`DIRECT_FORMS`), as Qwen2.5-VL writes it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from __future__ import annotations
 import random
 from typing import Any, Iterator
 
-from lpt_utils import long_cot, mcq
 import re
+
+from lpt_utils import long_cot, mcq
 
 from lpt_utils.tiny_world import questions as _q
 from lpt_utils.tiny_world.questions import KINDS, LETTERS, RELATIONS, scene_mcqs
@@ -279,10 +284,61 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
     text = describe(scene)
     messages = [{"role": "user", "content": long_cot.user_message(text, row["question"], lines)}]
     prefix = long_cot.assistant_prefix(row["question"], lines, simple, cue, sep, THINK)
-    letter = row["answer_letter"]
-    completion = (f" Looking at it again: {evidence_sentence(scene, item, text)} So the answer is "
-                  f"{item['answer']}. </think> <answer> ({letter}) {item['answer']} </answer>")
-    return messages, prefix, completion
+    return messages, prefix, reasoner_completion(evidence_sentence(scene, item, text), item["answer"],
+                                                 row["answer_letter"], rng)
+
+
+# How the tiny reasoner opens its re-check, with the share of continuations that open so. Real
+# reasoners often talk about the description they were told not to name (the released code's filter
+# dropped about half its continuations); the last three exercise where the banned-word rules differ:
+# only the listed-forms rule catches "Mentioning", only the released substring test drops "texture".
+RECHECK_OPENERS = (
+    ("Looking at it again:", 0.60),
+    ("The description says:", 0.12),  # banned under every rule ("description", "says")
+    ("As mentioned,", 0.10),  # "mentioned": every rule
+    ("Mentioning it once more:", 0.08),  # "Mentioning": only whole_word_forms (the released test is case-sensitive)
+    ("Checking the texture again:", 0.10),  # "texture" holds "text": only the released substring test
+)
+SUMMARY_SHARE = 0.6  # continuations with a summary between </think> and <answer>, as R1 distills write
+
+
+def reasoner_completion(evidence: str, answer: str, letter: str, rng: random.Random) -> str:
+    """What the tiny reasoner writes after the cue: a re-check quoting the description's sentence
+    that settles the question, the value, `</think>`, then (half the time) a summary sentence before
+    the answer block, as R1 distills do, and the answer as "(B) value", "(B)" or "B"."""
+    opener = rng.choices([o for o, _ in RECHECK_OPENERS], [w for _, w in RECHECK_OPENERS])[0]
+    tagged = rng.choices([f"({letter}) {answer}", f"({letter})", letter], [0.5, 0.3, 0.2])[0]
+    between = f"\n\nFinal check: it is {answer}, option ({letter}).\n\n" if rng.random() < SUMMARY_SHARE else " "
+    if opener.endswith(","):
+        evidence = evidence[:1].lower() + evidence[1:]
+    return f" {opener} {evidence} So the answer is {answer}. </think>{between}<answer> {tagged} </answer>"
+
+
+# ----------------------------------------------------------------------------- evaluation (VLM)
+
+# How the tiny student answers the evaluation's direct prompt ("the letter in parentheses inside
+# answer tags"): mostly as asked, but, as Qwen2.5-VL does, sometimes without the tags, so the
+# extraction's fallbacks run on every tiny run. "The answer is (B)." is read by neither rule.
+DIRECT_FORMS = (("<answer> ({letter}) </answer>", 0.5), ("({letter})", 0.2), ("({letter}) {answer}", 0.15),
+                ("The answer is ({letter}).", 0.1), ("{letter}", 0.05))
+
+
+def direct_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterator[tuple[dict, list, str]]:
+    """(row, prompt messages, completion) for the evaluation's direct prompt on each of the scene's
+    ground-truth MCQs (options in a fixed order, "(A) text" lines, as the benchmarks show them)."""
+    from lpt_utils import evaluation
+    from lpt_utils.benchmarks import BenchItem
+
+    rng = random.Random(f"tiny-world-direct:{seed}:{scene.id}")
+    for i, item in enumerate(scene_mcqs(scene, rng)):
+        k = rng.randrange(4)
+        distractors = [c for c in item["choices"] if c != item["answer"]]
+        choices = distractors[:k] + [item["answer"]] + distractors[k:]
+        bench = BenchItem("synthetic", f"{scene.id}-{i}", item["question"], choices, LETTERS[k],
+                          image_path=image_path or f"{scene.id}.png")
+        form = rng.choices([f for f, _ in DIRECT_FORMS], [w for _, w in DIRECT_FORMS])[0]
+        yield ({"kind": item["kind"], "answer_letter": LETTERS[k]}, evaluation.messages(bench, "direct"),
+               form.format(letter=LETTERS[k], answer=item["answer"]))
 
 
 # ----------------------------------------------------------------------------- tokenizer text

@@ -99,10 +99,10 @@ class Recipe:
 # Sized so both build in about three CPU minutes (one thread). What they reach is recorded in
 # `warmup_log.json` and measured by `python -m lpt_utils.tiny_world check`.
 RECIPES: dict[str, Recipe] = {
-    "vlm": Recipe(name="vlm", tasks=(("answer", 1.0),), probe_steps=60, train_scenes=2000, steps=300,
+    "vlm": Recipe(name="vlm", tasks=(("answer", 0.85), ("answer_direct", 0.15)), probe_steps=60, train_scenes=2000, steps=300,
                   batch_size=8, lr=3e-3, vision_lr=0.0),
-    "lm": Recipe(name="lm", tasks=(("mcq_writer_aligned", 0.6), ("reformat", 0.1), ("long_cot", 0.3)),
-                 train_scenes=1500, steps=650, batch_size=4, lr=3e-3),
+    "lm": Recipe(name="lm", tasks=(("mcq_writer_aligned", 0.45), ("reformat", 0.1), ("long_cot", 0.45)),
+                 train_scenes=1500, steps=900, batch_size=4, lr=3e-3),
 }
 
 
@@ -137,7 +137,8 @@ def corpus_fingerprint() -> str:
     for scene in corpus.train_scenes(12):
         for part in (corpus.writer_example(scene, rng), corpus.aligned_writer_example(scene, rng),
                      corpus.reformat_example(scene, rng),
-                     *[(m, c) for _, m, c in corpus.student_examples(scene)]):
+                     *[(m, c) for _, m, c in corpus.student_examples(scene)],
+                     *[(m, c) for _, m, c in corpus.direct_examples(scene)]):
             h.update(json.dumps(part, sort_keys=True).encode())
     for i, text in enumerate(corpus.tokenizer_texts(3)):
         h.update(text.encode())
@@ -598,7 +599,15 @@ def _build_vlm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict
 
     g = recipe.image_size // PATCH
     n_image_tokens = g * g // (MERGE * MERGE)
-    examples = [(s, msgs, completion) for s in scenes if len(s.objects) <= recipe.max_objects for _, msgs, completion in corpus.student_examples(s, recipe.seed, kinds=recipe.kinds)]
+    pool = [s for s in scenes if len(s.objects) <= recipe.max_objects]
+    examples = {
+        "answer": [(s, msgs, completion) for s in pool
+                   for _, msgs, completion in corpus.student_examples(s, recipe.seed, kinds=recipe.kinds)],
+        "answer_direct": [(s, msgs, completion) for s in pool
+                          for _, msgs, completion in corpus.direct_examples(s, recipe.seed)],
+    }
+    tasks = [t for t, _ in recipe.tasks]
+    weights = [w for _, w in recipe.tasks]
     rng = random.Random(f"tiny-world-vlm:{recipe.seed}")
     pixel_cache: dict[str, np.ndarray] = {}
     feature_cache: dict[str, Any] = {}  # the vision tower's output per scene, when it is frozen
@@ -620,7 +629,7 @@ def _build_vlm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict
         return tuple(feature_cache[s.id] for s in picks)
 
     def batch():
-        picks = [rng.choice(examples) for _ in range(recipe.batch_size)]
+        picks = [rng.choice(examples[rng.choices(tasks, weights)[0]]) for _ in range(recipe.batch_size)]
         seqs = [_encode(tok, msgs, completion, n_image_tokens) for _, msgs, completion in picks]
         input_ids, mask, labels = _pad(seqs, ids["<|endoftext|>"])
         inputs = dict(input_ids=input_ids, attention_mask=mask, image_grid_thw=grid1.repeat(len(picks), 1),
