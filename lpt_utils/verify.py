@@ -16,14 +16,17 @@ names the one that counts (`simple_cot.rule`, `long_cot.rule`, `eval.rule`):
 full-width "（B）" reads "(B)"; `\\boxed{…}` unwrapped; surrounding whitespace, quotes, asterisks and
 trailing . , ; : ! dropped; case ignored) it is
 - the option's text, or
-- its letter alone or in a letter form: "B", "(B)", "B.", "B)", "B:", or
-- a letter form followed by the option's text ("(B) blue", "B. blue"), or by other text that names no
-  other option letter ("(B) the blue one": the letter decides, as in the released rule).
+- its letter alone or in a letter form: "B", "(B)", "B.", "B)", "B:", "(B).", or
+- a letter form followed by the option's text ("(B) blue", "B. blue", "B blue"), or a bracketed or
+  dotted letter ("(B)", "B.", "B)", "B:") followed by other text that names no other option letter
+  ("(B) the blue one": the letter decides, as in the released rule; a bare "B" followed by other
+  text names nothing, since "A white cap" would otherwise name A).
 It is right when that option is the right one — the right option only. Decided where the released
 forms are silent: lower-case letters count ("b", "(b)"); an answer that names two different letters
 ("(A) or (B)") is wrong (`ambiguous`); a second answer block that names another option than the first
 is wrong (`conflicting_answers`), one that names the same option is fine; prose is not read ("The
-answer is (B)." names nothing: `no_match`); an empty answer is wrong.
+answer is (B)." is read as a statement, see below, but "I think it is B" names nothing: `no_match`);
+an empty answer is wrong.
 
 *released* — an exact emulation of the authors' released code (stages 2 and 3 and its evaluation
 script alike): the option texts are re-parsed from the choice lines as the released code does (an
@@ -38,11 +41,16 @@ lower-cased first, so that comparison never holds), or its first space-separated
 - released (the released script): the first answer block anywhere; else the text after the first
   "Answer:" up to the next "Answer:"; else the *whole response*.
 - strict: the first answer block after the last `</think>` (anywhere when there is none), with the
-  later blocks checked for conflicts as above; else the first line after the last "Answer:" (the final
-  one: "**Final Answer:** (B)" reads "(B)"); else the text after the last `</think>`, or the whole
-  response.
-The last fallback (whole response) is a setting (`eval.whole_response_fallback`); without it a
-response with no answer tags and no "Answer:" is unanswered.
+  later blocks checked for conflicts as above; else the first line after the last "Answer:" (any case:
+  "**Final Answer:** (B)" and "Final answer: B" read "(B)" and "B"); else the last `\\boxed{…}`
+  after the thought (R1 distills' usual ending); else the last statement "answer is (J)" / "option is
+  C" (MMLU-Pro's usual ending; the letter upper-case, so "the answer is a cat" names nothing); else
+  the text after the last `</think>`, or the whole response.
+The last fallback (whole response, or the text after the thought) is a setting
+(`eval.whole_response_fallback`); without it a response with none of the above is unanswered.
+
+Within an answer, strict also reads a leading statement: "The answer is (B)", "Final answer: B. blue"
+name B (`how` = statement); prose elsewhere is not read ("I think it is B" names nothing).
 """
 
 from __future__ import annotations
@@ -61,6 +69,11 @@ _THINK_THEN_ANSWER = re.compile(r"<think>\s*(.*?)\s*</think>(.*?)<answer>\s*(.*?
 _ANSWER_BLOCK = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S)
 _STRIP = " \t\n\r.,;:!\"'`*"
 _BOXED = re.compile(r"\\boxed\{\s*(.*?)\s*\}", re.S)
+# "the answer is (J)", "The final answer is B", "the correct option is: (C)" — MMLU-Pro's usual ending.
+# The phrase in any case, the letter upper-case only ("the answer is a red circle" names no letter).
+_ANSWER_STATEMENT = re.compile(r"(?i:answer|option|choice) (?i:is):?\s*\*{0,2}(\([A-J]\)|[A-J](?![A-Za-z0-9]))")
+_LEADING_STATEMENT = re.compile(r"^(?:so |thus |therefore |hence )?(?:the |my )?(?:final |correct |best )?"
+                                r"(?:answer|option|choice)(?: is|:)\s*:?\s*", re.I)
 # A token that names an option letter on its own: "(B)", "B.", "B)", "B:", or a bare "B".
 _LETTER_TOKEN = re.compile(r"(?<![A-Za-z0-9])\(?([A-Ja-j])\)?(?=[\s.,;:)!]|$)")
 
@@ -164,6 +177,12 @@ def extract_answer(text: str, rule: str = "strict", whole_response: bool = True)
         line = after.splitlines()[0].strip() if after else ""
         if _norm(line):
             return Extracted(line, "answer_colon")
+    boxed = _BOXED.findall(tail)
+    if boxed and _norm(boxed[-1]):
+        return Extracted(boxed[-1].strip(), "boxed")
+    stated = list(_ANSWER_STATEMENT.finditer(unicodedata.normalize("NFKC", tail)))
+    if stated:
+        return Extracted(stated[-1].group(1), "answer_statement")
     if not whole_response:
         return Extracted(None, "none")
     if _THINK_CLOSE in t:
@@ -174,12 +193,13 @@ def extract_answer(text: str, rule: str = "strict", whole_response: bool = True)
 # ----------------------------------------------------------------------------- strict rule
 
 
-def _norm(s: str) -> str:
+def _norm(s: str, lower: bool = True) -> str:
     s = unicodedata.normalize("NFKC", s or "")
     boxed = _BOXED.search(s)
     if boxed and not _BOXED.sub("", s).strip(_STRIP):
         s = boxed.group(1)
-    return re.sub(r"\s+", " ", s).strip(_STRIP).lower()
+    s = re.sub(r"\s+", " ", s).strip(_STRIP)
+    return s.lower() if lower else s
 
 
 @dataclass(frozen=True)
@@ -201,15 +221,22 @@ def named_letter(answer: str, choices: list[str]) -> Verdict:
     if a in texts and texts.count(a) == 1:
         return Verdict(False, LETTERS[texts.index(a)], "text")
     # Letter forms: "B", "(B)", "B.", "B)", "B:", "(B) text", "B. text"
-    m = re.fullmatch(r"\(?([a-j])[).:]?(?:\s+(.*))?", a)
+    m = re.fullmatch(r"\(?([a-j])(?:\)[.:]?|[.:])?(?:\s+(.*))?", a)
     if m and LETTERS.lower().index(m.group(1)) < n:
         i = LETTERS.lower().index(m.group(1))
         rest = m.group(2)
         bracketed = a.startswith("(") or re.match(r"^[a-j][.):]", a)
         if rest is None or _norm(rest) == texts[i]:
             return Verdict(False, LETTERS[i], "letter")
-        if bracketed and not _other_letters(rest, i, n):
+        # the rest with its case kept: a dotted "C." names an option, a lower-case "c." need not
+        cased = re.fullmatch(r"\(?[A-Ja-j](?:\)[.:]?|[.:])?\s+(.*)", _norm(answer, lower=False))
+        if bracketed and not _other_letters(cased.group(1) if cased else rest, i, n):
             return Verdict(False, LETTERS[i], "first_token")
+    stated = _LEADING_STATEMENT.match(a)
+    if stated and a[stated.end():]:  # "the answer is (B)", "Final answer: B. blue"
+        v = named_letter(a[stated.end():], choices)
+        if v.letter is not None or v.how == "ambiguous":
+            return Verdict(False, v.letter, "statement" if v.letter else v.how)
     raw = unicodedata.normalize("NFKC", answer or "")
     letters = {LETTERS.lower().index(x.lower()) for x in _LETTER_TOKEN.findall(raw)
                if LETTERS.lower().index(x.lower()) < n and _looks_like_option_token(raw, x)}

@@ -19,7 +19,7 @@ def test_right_answer_forms(answer):
 @pytest.mark.parametrize("answer,how", [
     ("red", "text"), ("(A)", "letter"), ("A.", "letter"), ("(A) blue", "first_token"),
     ("(A) or (B)", "ambiguous"), ("A and B.", "ambiguous"), ("", "empty"), ("   ", "empty"),
-    ("purple", "no_match"), ("The answer is (B)", "no_match"), ("(E)", "no_match"),
+    ("purple", "no_match"), ("I think it is B", "no_match"), ("The answer is (A)", "statement"), ("(E)", "no_match"),
     ("blue green", "no_match"), ("a blue thing", "no_match"),
 ])
 def test_wrong_or_unmatched_answers(answer, how):
@@ -53,6 +53,17 @@ def test_released_rule_counts_any_option_text():
 def test_strict_and_released_differ_where_the_released_code_is_literal(answer, strict, released):
     v = verdicts(answer, CHOICES, "B")
     assert (v["strict"].correct, v["released"].correct) == (strict, released), (answer, v)
+
+
+def test_letter_followed_by_another_dotted_letter_is_ambiguous():
+    # The text after a leading letter is checked for other option letters with its case kept: an echoed
+    # second option line ("C. green square") names C as well, while a capital word ("A blue one") or a
+    # lower-case "a." does not.
+    assert verify("B. blue\nC. green square", CHOICES, "B").how == "ambiguous"
+    assert verify("(B) blue, C. is green square", CHOICES, "B").how == "ambiguous"
+    assert verify("(B) A blue one", CHOICES, "B").how == "first_token"
+    assert verify("B. the one in a. corner", CHOICES, "B").correct
+    assert verify("(B) blue, not (C)", CHOICES, "B").how == "ambiguous"  # unchanged: bracketed letters
 
 
 def test_unknown_rule_is_an_error():

@@ -293,9 +293,9 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
 # dropped about half its continuations); the last three exercise where the banned-word rules differ:
 # only the listed-forms rule catches "Mentioning", only the released substring test drops "texture".
 RECHECK_OPENERS = (
-    ("Looking at it again:", 0.60),
-    ("The description says:", 0.12),  # banned under every rule ("description", "says")
-    ("As mentioned,", 0.10),  # "mentioned": every rule
+    ("Looking at it again:", 0.50),
+    ("The description says:", 0.16),  # banned under every rule ("description", "says")
+    ("As mentioned,", 0.16),  # "mentioned": every rule
     ("Mentioning it once more:", 0.08),  # "Mentioning": only whole_word_forms (the released test is case-sensitive)
     ("Checking the texture again:", 0.10),  # "texture" holds "text": only the released substring test
 )
