@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from PIL import Image
+from lpt_utils.engines.images import check_image
 
 
 @dataclass
@@ -61,15 +61,9 @@ class SourceReport:
 
 
 def image_problem(path: Path) -> str:
-    """'' if the file is a readable image, else why not."""
-    if not path.is_file():
-        return "missing_image"
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception:  # PIL raises many types for corrupt files
-        return "unreadable_image"
-    return ""
+    """'' if the file is a readable image, else why not (`engines.images.check_image`: the one place
+    images are checked; an image over PIL's size limit is readable)."""
+    return check_image(path).problem
 
 
 def _check(rows: Iterable[tuple[str, Path, Any, str]], report: SourceReport) -> list[CaptionRecord]:

@@ -9,18 +9,25 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from PIL import Image
-
+from lpt_utils.engines.images import load_image
 from lpt_utils.evaluation import paper_value
 
 
-def results_bars(table: pd.DataFrame, title: str = "Benchmark scores"):
-    """One group per column of the results table, one bar per (model, prompt); the paper's number,
-    where it has one, as a black tick on the bar."""
-    cols = [c for c in table.columns if c not in ("model", "prompt")]
+def results_bars(table: pd.DataFrame, title: str = "Benchmark scores", strict: pd.DataFrame | None = None):
+    """One group per column of the results table (the released rule's: the one the paper's numbers
+    were computed with), one bar per (model, prompt); the paper's number, where it has one, as a
+    black tick on the bar; with `strict` (the same table under the strict rule), its score as a
+    white diamond on the bar."""
+    cols = [c for c in table.columns if c not in ("rule", "model", "prompt")]
     if table.empty or not cols:
         print("(no scores to plot)")
         return None
+    other: dict[tuple[str, str, str], float] = {}
+    if strict is not None and not strict.empty:
+        for _, r in strict.iterrows():
+            for c in cols:
+                if c in strict.columns and not pd.isna(r[c]):
+                    other[(r["model"], r["prompt"], c)] = float(r[c])
     n = len(table)
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) + 2), 3.8))
@@ -33,12 +40,18 @@ def results_bars(table: pd.DataFrame, title: str = "Benchmark scores"):
             paper = paper_value(r["model"], r["prompt"], c)
             if paper is not None:
                 ax.plot([p - width / 2, p + width / 2], [paper, paper], color="black", lw=2)
+            if (r["model"], r["prompt"], c) in other:
+                ax.plot(p, other[(r["model"], r["prompt"], c)], marker="D", ms=4, mfc="white", mec="black",
+                        ls="none", zorder=4)
             if not pd.isna(v):
                 ax.text(p, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, cols, fontsize=8)
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title + " (black ticks: the paper's numbers)")
+    how = "bars: released rule (the paper's); black ticks: the paper's numbers"
+    if other:
+        how += "; ◇: strict rule (this project's correction)"
+    ax.set_title(f"{title}\n({how})", fontsize=9)
     ax.legend(fontsize=7, ncol=min(4, n), loc="upper right")
     fig.tight_layout()
     return fig
@@ -98,9 +111,16 @@ def easy_hard_hist(df: pd.DataFrame, title: str = "Output tokens on easy vs hard
     return fig
 
 
+def _short(text, n: int = 40) -> str | None:
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return None
+    t = " ".join(str(text).split())
+    return t if len(t) <= n else t[:n] + "…"
+
+
 def prediction_cards(df: pd.DataFrame, width: int = 80, max_lines: int = 8):
     """A few predictions: the image (if any), the question and options (right one marked), the raw
-    output (start), the extracted answer and the verdict."""
+    output (start), and what each rule extracted and its verdict (text colour: the strict one)."""
     if df.empty:
         print("(no predictions to show)")
         return None
@@ -108,8 +128,7 @@ def prediction_cards(df: pd.DataFrame, width: int = 80, max_lines: int = 8):
                              gridspec_kw={"width_ratios": [1, 2.6]})
     for (ax_img, ax_txt), (_, r) in zip(axes, df.iterrows()):
         if r["image_path"]:
-            with Image.open(r["image_path"]) as im:
-                ax_img.imshow(im.convert("RGB"))
+            ax_img.imshow(load_image(r["image_path"], max_pixels=512 * 512))
         ax_img.set_axis_off()
         ax_img.set_title(f"{r['benchmark']} {r['item_id']}", fontsize=8)
         opts = "  ".join(("✔" if chr(65 + i) == r["right_letter"] else "") + f"({chr(65 + i)}) {c}"
@@ -118,7 +137,10 @@ def prediction_cards(df: pd.DataFrame, width: int = 80, max_lines: int = 8):
         lines = textwrap.wrap(r["question"], width) + textwrap.wrap(opts, width) + [""]
         lines += [f"{r['model']} / {r['prompt']}:"] + out[:max_lines] + (["…"] if len(out) > max_lines else [])
         verdict = "unanswered" if not r["answered"] else ("right" if r["correct"] else "wrong")
-        lines += [f"extracted: {r['extracted'] if r['answered'] else '(none)'!r}  →  {verdict}"]
+        lines += [f"strict:   extracted {r['extracted'] if r['answered'] else '(none)'!r}  →  {verdict}"]
+        if "correct_released" in r:
+            rel = "right" if r["correct_released"] else "wrong"
+            lines += [f"released: extracted {_short(r.get('extracted_released'))!r}  →  {rel}"]
         ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
                     color="#1b5e20" if r["correct"] else "#b71c1c")
         ax_txt.set_axis_off()

@@ -1,30 +1,40 @@
-"""Notebook 07: score the base, SFT and DPO models on the paper's benchmarks (FACTS.md, "Evaluation").
+"""Notebook 07: score the base, SFT and DPO models on the paper's benchmarks (FACTS.md, "Evaluation";
+docs/evaluation.md).
 
 The path of one item, whatever the benchmark (`lpt_utils.benchmarks` reads the published files):
 
 1. messages: a "direct" or a "think" system prompt (`templates/eval_*_system.j2`; both ask for the
    letter in parentheses inside answer tags), then the user turn: the image, the question, "select
    from the following choices", the choices as "(A) text" lines (`templates/eval_user.j2`; MMLU-Pro
-   names the question's domain first). Greedy decoding, at most 1024 new tokens (2048 for MMLU-Pro),
-   images resized so the longer side is 512 px (the engine's `longest_side`).
-2. extraction (`verify.extract_answer`): the text in the answer tags, else the text after "Answer:",
-   else no answer. A response with no answer (or an empty one) is *unanswered*: wrong, and counted
-   per benchmark, never scored as some letter.
-3. matching (`verify.verify`, the rule of stages 2-3): the extracted text against the right option
-   only. The released code's looser rule (any option's text counts) is computed beside it
-   (`correct_released`); `released_scoring` picks which one the table reports, and the table shows
-   the other where they differ.
-4. aggregation: per benchmark, the mean of per-category accuracies (`Task.aggregate`), or plain
-   accuracy (MMVP); MMLU-Pro reports both its item mean and its category mean.
+   names the question's domain first). Greedy decoding, at most `eval.sampling.max_new_tokens` new
+   tokens (2048 in the released evaluation script, every benchmark); images capped by area
+   (`eval.image_max_pixels` = 512 × 512, `eval.image_min_pixels` = 16 × 16, aspect kept: the
+   released script's LLaMA-Factory image regularisation, `lpt_utils.engines.images.capped_size`).
+2. extraction (`verify.extract_answer`, each rule its own): the text in the answer tags, else the text
+   after "Answer:", else the whole response (`eval.whole_response_fallback`, on in the released
+   script). A response from which the strict rule extracts nothing (or an empty answer) is
+   *unanswered* under it: wrong, and counted per benchmark, never scored as some letter.
+3. matching, both rules on every row (`lpt_utils/verify.py`): `correct_released`, the released
+   script's rule exactly (an answer equal to *any* option's text counts as right: its defect), and
+   `correct`, the strict rule (the right option only: this project's correction).
+4. aggregation, per rule (`RULES`): per benchmark, the mean of per-category accuracies
+   (`Task.aggregate`), or plain accuracy (MMVP); MMLU-Pro reports both its item mean and its category
+   mean; CV-Bench also its authors' own aggregate (`Task.authors_score`, an extra column).
 
-Every prediction (model, prompt, benchmark, item, raw output, extracted answer, verdicts) is saved,
-so `rescore` can recompute any score from the saved rows without calling a model.
+Which rule is shown where: the paper's numbers were computed with the released rule, so the table
+printed beside them (`results_table(scores, "released")`, the first part of `results.md`) uses it;
+the strict rule's table follows, labelled as this project's correction. `results.csv`, `scores.csv`,
+`categories.csv` and `results_vs_paper.csv` hold both, with a `rule` column.
+
+Every prediction (model, prompt, benchmark, item, raw output, both extractions and verdicts) is
+saved, so `rescore` can recompute any score from the saved rows without calling a model.
 
 Decided here (FACTS.md is silent): the think prompt is not followed by a forced `<think>` in the
 `paper` profile (`eval.think_prefix: ""`; the appendix describes a system prompt only); the tiny
 profile forces it, since its models learned to continue an opened tag, not to open one. The paper's
 table rows: base + direct, base + think ("+ CoT prompt"), SFT + think, DPO + think — the prompt of
-the trained rows is inferred, not stated.
+the trained rows is inferred, not stated. The easy/hard halves of the difficulty samples are split
+by the released rule's accuracy (the paper's figure), the strict one is kept beside it.
 """
 
 from __future__ import annotations
@@ -43,6 +53,17 @@ from lpt_utils.prompts import render
 from lpt_utils.verify import LETTERS, Verdict, extract_answer, released_verdict, strict_verdict
 
 PROMPTS = ("direct", "think")
+
+# The two answer rules, the paper's first: which verdict column each reads, and how tables name it.
+RULES = ("released", "strict")
+RULE_COLUMN = {"released": "correct_released", "strict": "correct"}
+RULE_TITLE = {"released": "released rule (the paper's rule)", "strict": "strict rule (this project's correction)"}
+
+# Settings that were replaced; a profile that still sets one is told what replaced it.
+RETIRED_SETTINGS = {
+    "longest_side": "eval.image_max_pixels / eval.image_min_pixels (an area cap, as the released script)",
+    "released_scoring": "nothing: both rules are always reported (the released one beside the paper's numbers)",
+}
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
@@ -88,7 +109,8 @@ def messages(item: BenchItem, kind: str) -> list[dict[str, Any]]:
 
 
 def sampling_for(eval_settings: dict[str, Any], spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    """The profile's eval sampling, with a benchmark's own `max_new_tokens` (MMLU-Pro: 2048)."""
+    """The profile's eval sampling, with a benchmark's own `max_new_tokens` where its spec sets one
+    (no profile does: the released script allows 2048 on every benchmark)."""
     s = dict(eval_settings["sampling"])
     if spec.get("max_new_tokens"):
         s["max_new_tokens"] = int(spec["max_new_tokens"])
@@ -158,6 +180,7 @@ class Prediction:
     benchmark: str
     item_id: str
     category: str
+    subset: str  # the benchmark's own division for its authors' aggregate (CV-Bench: source); "" otherwise
     question: str
     choices: list[str]
     answer_letter: str  # as published
@@ -180,8 +203,9 @@ class Prediction:
 
 
 def predictions(model: str, model_path: str, kind: str, items: list[BenchItem], results, prefix: str = "",
-                *, corrections: bool = True, whole_response: bool = True) -> list[Prediction]:
-    """Score the (greedy, n=1) results of `requests(items, kind, ...)`, in the same order."""
+                *, corrections: bool = False, whole_response: bool = True) -> list[Prediction]:
+    """Score the (greedy, n=1) results of `requests(items, kind, ...)`, in the same order.
+    `corrections`: `eval.mmvp_corrections`; `whole_response`: `eval.whole_response_fallback`."""
     out = []
     pre = prefix if kind == "think" else ""
     for it, res in zip(items, results, strict=True):
@@ -190,7 +214,7 @@ def predictions(model: str, model_path: str, kind: str, items: list[BenchItem], 
         s = score_response(raw, it.choices, right, whole_response=whole_response)
         out.append(Prediction(
             model=model, model_path=model_path, prompt=kind, benchmark=it.benchmark, item_id=it.item_id,
-            category=it.category, question=it.question, choices=list(it.choices),
+            category=it.category, subset=it.subset, question=it.question, choices=list(it.choices),
             answer_letter=it.answer_letter, corrected_letter=it.corrected_letter, right_letter=right,
             image_path=it.image_path or "", raw_output=raw, extracted=s.extracted, source=s.source,
             answered=s.answered, unanswered_reason=s.unanswered_reason, named_letter=s.named_letter, match=s.match,
@@ -205,9 +229,9 @@ def to_frame(preds: list[Prediction]) -> pd.DataFrame:
     return pd.DataFrame([asdict(p) for p in preds], columns=cols)
 
 
-def rescore(df: pd.DataFrame, *, corrections: bool = True, whole_response: bool = True) -> pd.DataFrame:
+def rescore(df: pd.DataFrame, *, corrections: bool = False, whole_response: bool = True) -> pd.DataFrame:
     """Recompute extraction and both verdicts from the saved raw outputs (no model call): after a
-    change to the verifier, or to switch label corrections on or off."""
+    change to the verifier, or to switch label corrections or the whole-response fallback."""
     out = df.copy()
     rows = []
     for r in out.itertuples(index=False):
@@ -226,6 +250,22 @@ def rescore(df: pd.DataFrame, *, corrections: bool = True, whole_response: bool 
 # ----------------------------------------------------------------------------- aggregation
 
 
+def _check_rules(rules) -> tuple[str, ...]:
+    rules = (rules,) if isinstance(rules, str) else tuple(rules)
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        raise ValueError(f"unknown rule(s) {bad}; rules: {RULES}")
+    return rules
+
+
+def _unanswered(g: pd.DataFrame, rule: str) -> pd.Series:
+    """Responses from which `rule` extracted no answer (or an empty one)."""
+    if rule == "released" and "extracted_released" in g.columns:
+        text = g["extracted_released"]
+        return text.isna() | (text.fillna("").astype(str).str.strip() == "")
+    return ~g["answered"].astype(bool)
+
+
 def _score(g: pd.DataFrame, column: str, aggregate: str) -> tuple[float, float, float]:
     """(item mean, category mean, the task's score) in percent."""
     items = 100.0 * g[column].mean()
@@ -233,42 +273,72 @@ def _score(g: pd.DataFrame, column: str, aggregate: str) -> tuple[float, float, 
     return items, cats, (cats if aggregate == "category_mean" else items)
 
 
-def benchmark_scores(df: pd.DataFrame, released: bool = False) -> pd.DataFrame:
-    """One row per (model, prompt, benchmark): items, unanswered, the item mean, the category mean
-    and the benchmark's score (its task's aggregate), in percent, under the chosen rule
-    (`released`: the released code's looser one), and `score_other` under the other rule."""
-    main, other = ("correct_released", "correct") if released else ("correct", "correct_released")
+SCORE_COLUMNS = ["rule", "model", "prompt", "benchmark", "items", "unanswered", "unanswered_pct", "categories",
+                 "item_mean", "category_mean", "score", "authors_score"]
+
+
+def benchmark_scores(df: pd.DataFrame, rules=RULES) -> pd.DataFrame:
+    """One row per (rule, model, prompt, benchmark), the released rule's rows first: items, unanswered
+    (under that rule), the item mean, the category mean, the benchmark's score (its task's aggregate)
+    and its authors' aggregate where it has one (CV-Bench; NaN otherwise), in percent."""
     rows = []
-    for (model, prompt, bench), g in df.groupby(["model", "prompt", "benchmark"], sort=False):
-        agg = TASKS[bench].aggregate if bench in TASKS else "category_mean"
-        items, cats, score = _score(g, main, agg)
-        rows.append({"model": model, "prompt": prompt, "benchmark": bench, "items": len(g),
-                     "unanswered": int((~g["answered"]).sum()),
-                     "unanswered_pct": round(100.0 * (~g["answered"]).mean(), 2),
-                     "categories": int(g["category"].nunique()), "item_mean": items, "category_mean": cats,
-                     "score": score, "score_other": _score(g, other, agg)[2],
-                     "rule": "released" if released else "strict"})
-    return pd.DataFrame(rows, columns=["model", "prompt", "benchmark", "items", "unanswered", "unanswered_pct",
-                                       "categories", "item_mean", "category_mean", "score", "score_other", "rule"])
+    for rule in _check_rules(rules):
+        col = RULE_COLUMN[rule]
+        for (model, prompt, bench), g in df.groupby(["model", "prompt", "benchmark"], sort=False):
+            task = TASKS.get(bench)
+            items, cats, score = _score(g, col, task.aggregate if task else "category_mean")
+            missing = _unanswered(g, rule)
+            authors = task.authors_score(g, col) if task and task.authors_score else math.nan
+            rows.append({"rule": rule, "model": model, "prompt": prompt, "benchmark": bench, "items": len(g),
+                         "unanswered": int(missing.sum()), "unanswered_pct": round(100.0 * missing.mean(), 2),
+                         "categories": int(g["category"].nunique()), "item_mean": items, "category_mean": cats,
+                         "score": score, "authors_score": authors})
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
-def category_scores(df: pd.DataFrame, released: bool = False) -> pd.DataFrame:
-    """Accuracy (percent) and unanswered count per (model, prompt, benchmark, category)."""
-    col = "correct_released" if released else "correct"
-    g = df.groupby(["model", "prompt", "benchmark", "category"], sort=False)
-    out = g.agg(items=(col, "size"), accuracy=(col, "mean"), unanswered=("answered", lambda s: int((~s).sum())))
-    out["accuracy"] *= 100.0
-    return out.reset_index()
+def category_scores(df: pd.DataFrame, rules=RULES) -> pd.DataFrame:
+    """Accuracy (percent) and unanswered count per (rule, model, prompt, benchmark, category)."""
+    out = []
+    for rule in _check_rules(rules):
+        d = df.assign(_ok=df[RULE_COLUMN[rule]].astype(bool), _none=_unanswered(df, rule))
+        g = d.groupby(["model", "prompt", "benchmark", "category"], sort=False)
+        t = g.agg(items=("_ok", "size"), accuracy=("_ok", "mean"), unanswered=("_none", "sum")).reset_index()
+        t["accuracy"] *= 100.0
+        t["unanswered"] = t["unanswered"].astype(int)
+        out.append(t.assign(rule=rule))
+    cols = ["rule", "model", "prompt", "benchmark", "category", "items", "accuracy", "unanswered"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
-def _row_label(model: str, prompt: str) -> str:
-    return f"{model} / {prompt}"
+def subset_scores(df: pd.DataFrame, rules=RULES) -> pd.DataFrame:
+    """Accuracy (percent) per (rule, model, prompt, benchmark, subset) for the items that have a subset
+    (CV-Bench's sources, from which its authors' aggregate is made)."""
+    cols = ["rule", "model", "prompt", "benchmark", "subset", "items", "accuracy"]
+    if "subset" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    d = df[df["subset"].fillna("") != ""]
+    out = []
+    for rule in _check_rules(rules):
+        g = d.groupby(["model", "prompt", "benchmark", "subset"], sort=False)[RULE_COLUMN[rule]]
+        t = g.agg(items="size", accuracy="mean").reset_index()
+        t["accuracy"] = 100.0 * t["accuracy"].astype(float)
+        out.append(t.assign(rule=rule))
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
 
 
-def results_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The paper's layout: one row per (model, prompt); Avg (over the five vision columns, only when
-    all five were run), the five columns, MMLU-Pro as item mean and category mean, then any other
-    benchmark (the tiny profile's synthetic one)."""
+def paper_columns() -> list[str]:
+    """The paper's columns, in its order (they stay in the table, empty where not run)."""
+    return ["Avg"] + [t.title for t in TASKS.values() if t.in_average] + ["MMLU-Pro (items)", "MMLU-Pro (categories)"]
+
+
+def results_table(scores: pd.DataFrame, rule: str = "released") -> pd.DataFrame:
+    """The paper's layout for one rule (`scores` from `benchmark_scores`): one row per (model, prompt);
+    Avg (over the five vision columns, only when all five were run), the five columns — CV-Bench
+    followed by its authors' aggregate when CV-Bench was run —, MMLU-Pro as item mean and category
+    mean, then any other benchmark (the tiny profile's synthetic one)."""
+    _check_rules(rule)
+    if "rule" in scores.columns:
+        scores = scores[scores["rule"] == rule]
     vision = [t for t in TASKS.values() if t.in_average]
     rows = []
     for (model, prompt), g in scores.groupby(["model", "prompt"], sort=False):
@@ -284,21 +354,40 @@ def results_table(scores: pd.DataFrame) -> pd.DataFrame:
                 row["MMLU-Pro (categories)"] = by.loc[t.name, "category_mean"]
             else:
                 row[t.title] = by.loc[t.name, "score"]
+            if t.authors_score is not None:
+                row[t.authors_title] = by.loc[t.name, "authors_score"] if "authors_score" in by.columns else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
-    if not table.empty:
-        # The paper's columns stay, empty where not run, so its numbers show beside ours; a column
-        # of another benchmark only when it was run.
-        paper_cols = ["Avg"] + [t.title for t in vision] + ["MMLU-Pro (items)", "MMLU-Pro (categories)"]
-        for c in paper_cols:
-            if c not in table.columns:
-                table[c] = math.nan
-        others = [c for c in table.columns if c not in ("model", "prompt", *paper_cols) and table[c].notna().any()]
-        table = table[["model", "prompt", *paper_cols, *others]]
-    return table
+    if table.empty:
+        return table
+    # The paper's columns stay, empty where not run, so its numbers show beside ours; an authors'
+    # column beside its benchmark's, and a column of another benchmark, only when it was run.
+    cols = []
+    for c in paper_columns():
+        if c not in table.columns:
+            table[c] = math.nan
+        cols.append(c)
+        task = next((t for t in TASKS.values() if t.title == c), None)
+        if task and task.authors_title in table.columns:
+            cols.append(task.authors_title)
+    others = [c for c in table.columns if c not in ("model", "prompt", *cols) and table[c].notna().any()]
+    return table[["model", "prompt", *cols, *others]]
+
+
+def results_tables(scores: pd.DataFrame) -> pd.DataFrame:
+    """`results_table` of every rule in `scores`, stacked, with a leading `rule` column (results.csv)."""
+    rules = [r for r in RULES if r in set(scores["rule"])] if "rule" in scores.columns else []
+    parts = [results_table(scores, r).assign(rule=r) for r in rules]
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame(columns=["rule", "model", "prompt"])
+    table = pd.concat(parts, ignore_index=True)
+    return table[["rule", *[c for c in table.columns if c != "rule"]]]
 
 
 def paper_value(model: str, prompt: str, column: str) -> float | None:
+    """The paper's number for a cell of the results table (None: the paper has none; the CV-Bench
+    authors' aggregate is not in the paper)."""
     if column.startswith("MMLU-Pro"):
         return PAPER_MMLU_PRO.get(model)
     key = "avg" if column == "Avg" else next((t.name for t in TASKS.values() if t.title == column), None)
@@ -306,49 +395,62 @@ def paper_value(model: str, prompt: str, column: str) -> float | None:
 
 
 def compare_with_paper(table: pd.DataFrame) -> pd.DataFrame:
-    """Long form of `results_table`: row, column, ours, paper (None where the paper has no number),
-    and ours − paper."""
+    """Long form of `results_table` / `results_tables`: (rule,) row, column, ours, paper (None where
+    the paper has no number), and ours − paper."""
+    keys = [c for c in ("rule", "model", "prompt") if c in table.columns]
     out = []
     for _, r in table.iterrows():
         for col in table.columns:
-            if col in ("model", "prompt"):
+            if col in keys:
                 continue
             paper = paper_value(r["model"], r["prompt"], col)
             ours = None if pd.isna(r[col]) else round(float(r[col]), 2)
             if ours is None and paper is None:
                 continue
-            out.append({"model": r["model"], "prompt": r["prompt"], "column": col, "ours": ours, "paper": paper,
+            out.append({**{k: r[k] for k in keys}, "column": col, "ours": ours, "paper": paper,
                         "diff": round(ours - paper, 2) if ours is not None and paper is not None else None})
-    return pd.DataFrame(out, columns=["model", "prompt", "column", "ours", "paper", "diff"])
+    return pd.DataFrame(out, columns=[*keys, "column", "ours", "paper", "diff"])
 
 
-def results_markdown(table: pd.DataFrame, scores: pd.DataFrame | None = None) -> str:
-    """The results table as markdown: each cell "ours (paper, Δ)" where the paper has a number; with
-    `scores`, the other rule's score is added where it differs ("[other rule: x]")."""
-    other: dict[tuple[str, str, str], tuple[float, float]] = {}
-    if scores is not None:
-        for r in scores.itertuples(index=False):
-            title = TASKS[r.benchmark].title if r.benchmark in TASKS else r.benchmark
-            other[(r.model, r.prompt, title)] = (r.score, r.score_other)
-    cols = [c for c in table.columns if c not in ("model", "prompt")]
+def table_markdown(table: pd.DataFrame, with_paper: bool = True) -> str:
+    """One results table as markdown; with `with_paper`, each cell reads "ours (paper, ours − paper)"
+    where the paper has a number, and an empty cell "– (paper: x)"."""
+    cols = [c for c in table.columns if c not in ("rule", "model", "prompt")]
     lines = ["| model | prompt | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = []
         for c in cols:
             v = r[c]
-            paper = paper_value(r["model"], r["prompt"], c)
+            paper = paper_value(r["model"], r["prompt"], c) if with_paper else None
             if pd.isna(v):
                 cells.append("–" + (f" (paper: {paper:.2f})" if paper is not None else ""))
                 continue
-            cell = f"{v:.2f}"
-            if paper is not None:
-                cell += f" ({paper:.2f}, {v - paper:+.2f})"
-            o = other.get((r["model"], r["prompt"], c))
-            if o and abs(o[0] - o[1]) > 1e-9:
-                cell += f" [other rule: {o[1]:.2f}]"
-            cells.append(cell)
+            cells.append(f"{v:.2f}" + (f" ({paper:.2f}, {v - paper:+.2f})" if paper is not None else ""))
         lines.append(f"| {r['model']} | {r['prompt']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def results_markdown(scores: pd.DataFrame) -> str:
+    """`results.md`: the released rule's table beside the paper's numbers, then the strict rule's
+    table (this project's correction), then the unanswered counts where there are any."""
+    parts = []
+    rules = [r for r in RULES if r in set(scores.get("rule", pd.Series(dtype=str)))]
+    if "released" in rules:
+        parts += [f"### Scores, {RULE_TITLE['released']}, beside the paper's numbers", "",
+                  "The rule the paper's numbers were computed with (the released evaluation script: an "
+                  "answer equal to *any* option's text counts as right). Each cell: ours (paper, ours − paper).",
+                  "", table_markdown(results_table(scores, "released"), with_paper=True), ""]
+    if "strict" in rules:
+        parts += [f"### Scores, {RULE_TITLE['strict']}", "",
+                  "The right option only (`lpt_utils/verify.py`); the paper has no numbers under this rule.",
+                  "", table_markdown(results_table(scores, "strict"), with_paper=False), ""]
+    missing = scores[scores["unanswered"] > 0] if "unanswered" in scores.columns else scores.iloc[:0]
+    if len(missing):
+        parts += ["### Unanswered responses (counted wrong under that rule)", "",
+                  "| rule | model | prompt | benchmark | unanswered |", "|---|---|---|---|---|"]
+        parts += [f"| {r.rule} | {r.model} | {r.prompt} | {r.benchmark} | {r.unanswered} of {r.items} |"
+                  for r in missing.itertuples(index=False)]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 # ----------------------------------------------------------------------------- settings -> work
@@ -398,13 +500,24 @@ def model_rows(settings: dict[str, Any], run_dir: Path, root: Path | None = None
     return rows
 
 
+def check_eval_settings(ev: dict[str, Any]) -> None:
+    """Refuse a retired `eval` setting (a profile of one's own written for an older version), naming
+    what replaced it, rather than ignoring it."""
+    old = [k for k in RETIRED_SETTINGS if k in ev]
+    if old:
+        raise ValueError("; ".join(f"eval.{k} is no longer a setting: use {RETIRED_SETTINGS[k]}" for k in old))
+
+
 def engine_config(settings: dict[str, Any], model: str):
-    """The student's engine settings for `model`, with evaluation's image sizing: the longer side
-    scaled to `eval.longest_side` (aspect kept) instead of generation's area cap."""
+    """The student's engine settings for `model`, with evaluation's image sizing: the area cap
+    `eval.image_max_pixels` with the floor `eval.image_min_pixels`, aspect kept (the released
+    script's LLaMA-Factory regularisation)."""
     from lpt_utils.engines import EngineConfig
 
     ev = settings["eval"]
-    d = {**settings["student"]["engine"], "model": model, "max_pixels": None, "longest_side": ev["longest_side"]}
+    check_eval_settings(ev)
+    d = {**settings["student"]["engine"], "model": model, "max_pixels": ev["image_max_pixels"],
+         "min_pixels": ev["image_min_pixels"], "longest_side": None}
     if ev.get("max_model_len"):
         d["max_model_len"] = ev["max_model_len"]
     return EngineConfig.from_dict(d)
@@ -415,6 +528,7 @@ def benchmark_specs(settings: dict[str, Any], run) -> dict[str, dict[str, Any]]:
     root). The synthetic benchmark without a path is built into `<run>/00_sources/benchmark_heldout`
     from `data.synthetic` (n_heldout scenes, its seed) unless it names its own `n_scenes` / `seed`."""
     ev = settings["eval"]
+    check_eval_settings(ev)
     specs = {}
     for name in ev["run"]:
         get_task(name)
@@ -495,7 +609,7 @@ def run_model(engine, row: ModelRow, benchmarks: dict[str, list[BenchItem]], set
     out, k = [], 0
     for name, kind, n in jobs:
         out += predictions(row.name, row.model, kind, benchmarks[name], results[k:k + n], prefix,
-                           corrections=ev["mmvp_corrections"])
+                           corrections=ev["mmvp_corrections"], whole_response=ev["whole_response_fallback"])
         k += n
     print(f"{row.name}: {results.stats}")
     return out
@@ -513,26 +627,36 @@ def run_difficulty(engine, benchmarks: dict[str, list[BenchItem]], settings: dic
     sampling = dict(settings["simple_cot"]["sampling"], n=int(d["samples"]))
     items = [it for b in names for it in benchmarks[b]]
     results = run_requests(engine, requests(items, "think", sampling, prefix), store, desc="difficulty")
-    return difficulty(items, results, prefix, corrections=ev["mmvp_corrections"])
+    return difficulty(items, results, prefix, corrections=ev["mmvp_corrections"],
+                      whole_response=ev["whole_response_fallback"])
 
 
 # ----------------------------------------------------------------------------- difficulty, lengths
 
 
-def difficulty(items: list[BenchItem], results, prefix: str = "", *, corrections: bool = True) -> pd.DataFrame:
+def difficulty(items: list[BenchItem], results, prefix: str = "", *, corrections: bool = False,
+               whole_response: bool = True, rule: str = "released") -> pd.DataFrame:
     """Per item, the base model's accuracy over its samples (think prompt, stage-2 sampling; the
     paper draws 11), and its half: items are ranked by that accuracy, ties broken by a hash of the
     item id, and the lower half of each benchmark is "hard", the upper "easy" (with an odd count the
-    middle item is easy). The median accuracy is kept for reference."""
+    middle item is easy). The median accuracy is kept for reference.
+
+    `correct` / `accuracy` are under `rule` (the released one by default: the paper's figure was made
+    with it), which sets the halves; `accuracy_strict` and `accuracy_released` are both kept."""
+    _check_rules(rule)
     rows = []
     for it, res in zip(items, results, strict=True):
         right = it.right_letter(corrections)
-        ok = [score_response(prefix + t, it.choices, right).correct for t in res.texts]
+        scored = [score_response(prefix + t, it.choices, right, whole_response=whole_response) for t in res.texts]
+        n = len(scored)
+        ok = {"strict": sum(x.correct for x in scored), "released": sum(x.correct_released for x in scored)}
         rows.append({"benchmark": it.benchmark, "item_id": it.item_id, "category": it.category,
-                     "samples": len(ok), "correct": int(sum(ok)), "accuracy": sum(ok) / len(ok) if ok else 0.0,
+                     "samples": n, "correct": int(ok[rule]), "accuracy": ok[rule] / n if n else 0.0,
+                     "accuracy_strict": ok["strict"] / n if n else 0.0,
+                     "accuracy_released": ok["released"] / n if n else 0.0, "rule": rule,
                      "mean_tokens": sum(res.num_tokens) / len(res.num_tokens) if res.num_tokens else 0.0})
     df = pd.DataFrame(rows, columns=["benchmark", "item_id", "category", "samples", "correct", "accuracy",
-                                     "mean_tokens"])
+                                     "accuracy_strict", "accuracy_released", "rule", "mean_tokens"])
     if df.empty:
         return df.assign(half=pd.Series(dtype=str), median_accuracy=pd.Series(dtype=float))
     df["_tie"] = [hashlib.sha256(f"{b}:{i}".encode()).hexdigest() for b, i in zip(df.benchmark, df.item_id)]
@@ -546,11 +670,12 @@ def difficulty(items: list[BenchItem], results, prefix: str = "", *, corrections
     return df.drop(columns="_tie")
 
 
-def length_vs_accuracy(df: pd.DataFrame, released: bool = False) -> pd.DataFrame:
-    """Per (model, prompt, benchmark): mean and median output tokens beside the benchmark's score."""
+def length_vs_accuracy(df: pd.DataFrame, rule: str = "released") -> pd.DataFrame:
+    """Per (model, prompt, benchmark): mean and median output tokens beside the benchmark's score
+    under `rule`."""
     lengths = df.groupby(["model", "prompt", "benchmark"], sort=False)["num_tokens"].agg(["mean", "median"])
     lengths = lengths.rename(columns={"mean": "mean_tokens", "median": "median_tokens"}).reset_index()
-    scores = benchmark_scores(df, released)[["model", "prompt", "benchmark", "score"]]
+    scores = benchmark_scores(df, (rule,))[["model", "prompt", "benchmark", "score"]]
     return lengths.merge(scores, on=["model", "prompt", "benchmark"])
 
 
@@ -560,19 +685,30 @@ def with_difficulty(df: pd.DataFrame, diff: pd.DataFrame) -> pd.DataFrame:
         columns={"accuracy": "base_sample_accuracy"}), on=["benchmark", "item_id"], how="inner")
 
 
-def write_results(stage_dir: Path, table: pd.DataFrame, scores: pd.DataFrame,
-                  categories: pd.DataFrame) -> dict[str, Path]:
-    """Write the results beside the predictions: `results.csv` (the paper's layout), `results.md`
-    (with the paper's numbers and the differences), `results_vs_paper.csv` (long form),
-    `scores.csv` (per benchmark, both rules, unanswered) and `categories.csv`."""
+def write_results(stage_dir: Path, scores: pd.DataFrame, categories: pd.DataFrame) -> dict[str, Path]:
+    """Write the results beside the predictions, every file with both rules (a `rule` column):
+    `results.csv` (the paper's layout per rule), `results.md` (the released rule's table with the
+    paper's numbers and the differences, then the strict rule's), `results_vs_paper.csv` (long form),
+    `scores.csv` (per benchmark: unanswered, item and category means, the authors' aggregate) and
+    `categories.csv`."""
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     paths = {"results": stage_dir / "results.csv", "markdown": stage_dir / "results.md",
              "vs_paper": stage_dir / "results_vs_paper.csv", "scores": stage_dir / "scores.csv",
              "categories": stage_dir / "categories.csv"}
-    table.round(2).to_csv(paths["results"], index=False)
-    paths["markdown"].write_text(results_markdown(table, scores) + "\n")
-    compare_with_paper(table).to_csv(paths["vs_paper"], index=False)
+    tables = results_tables(scores)
+    tables.round(2).to_csv(paths["results"], index=False)
+    paths["markdown"].write_text(results_markdown(scores))
+    compare_with_paper(tables).to_csv(paths["vs_paper"], index=False)
     scores.round(2).to_csv(paths["scores"], index=False)
     categories.round(2).to_csv(paths["categories"], index=False)
     return paths
+
+
+def answer_sources(df: pd.DataFrame) -> pd.DataFrame:
+    """Where each (model, prompt)'s strict answers came from (`verify.extract_answer`'s source:
+    answer tags, an "Answer:" line, a boxed answer, an answer statement, the text after the thought,
+    the whole response, none), as shares: how often a model answers outside the tags it was asked for."""
+    table = pd.crosstab([df["model"], df["prompt"]], df["source"], normalize="index").round(3)
+    table["responses"] = df.groupby(["model", "prompt"]).size()
+    return table

@@ -147,15 +147,19 @@ def dpo_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, best
 
 
 def eval_figures(df: pd.DataFrame, difficulty: pd.DataFrame | None, figures_dir: Path, *,
-                 released: bool = False, title: str = "Scores") -> list[Path]:
-    """Notebook 07's figures from its predictions (and the base model's difficulty samples)."""
+                 title: str = "Scores") -> list[Path]:
+    """Notebook 07's figures from its predictions (and the base model's difficulty samples): the
+    results under the released rule beside the paper's numbers (the strict rule's scores as markers),
+    length vs accuracy (released rule), output tokens on easy vs hard items."""
     from lpt_utils import eval_plots, evaluation
 
     out = []
-    table = evaluation.results_table(evaluation.benchmark_scores(df, released=released))
-    for name, fig in (("07_results", eval_plots.results_bars(table, title)),
+    scores = evaluation.benchmark_scores(df)
+    released, strict = evaluation.results_table(scores, "released"), evaluation.results_table(scores, "strict")
+    for name, fig in (("07_results", eval_plots.results_bars(released, title, strict=strict)),
                       ("07_length_vs_accuracy",
-                       eval_plots.length_vs_accuracy(evaluation.length_vs_accuracy(df, released)))):
+                       eval_plots.length_vs_accuracy(evaluation.length_vs_accuracy(df, "released"),
+                                                     "Response length vs accuracy (released rule)"))):
         if fig is not None:
             out.append(plots.save(fig, figures_dir, name))
     if difficulty is not None and not difficulty.empty:
@@ -206,8 +210,7 @@ def render(run) -> dict[str, Any]:
 
     def evaluation(d):
         diff = pd.read_parquet(d / "difficulty.parquet") if (d / "difficulty.parquet").exists() else None
-        return eval_figures(artifacts.load_stage(d), diff, fig_dir,
-                            released=run.settings["eval"]["released_scoring"], title=f"Scores ({run.profile})")
+        return eval_figures(artifacts.load_stage(d), diff, fig_dir, title=f"Scores ({run.profile})")
 
     stages = (("01_mcq", "mcq", mcq), ("02_simple_cot", "simple_cot", simple), ("03_long_cot", "long_cot", long),
               ("04_training_data", "training_data", training_data), ("05_sft", "sft", sft), ("06_dpo", "dpo", dpo),

@@ -9,8 +9,9 @@ whitespace there would throw most of their output away. A response cut off befor
 before `</answer>` is unparsable (an unfinished answer such as "(B) or" is not an answer).
 `response_shape` names the shape of every response for the funnels.
 
-**Two rules** (`RULES`), named and switchable; both verdicts are computed everywhere and the profile
-names the one that counts (`simple_cot.rule`, `long_cot.rule`, `eval.rule`):
+**Two rules** (`RULES`), named and switchable; both verdicts are computed everywhere. In stages 2
+and 3 (and the validation) the profile names the one that labels O/X (`simple_cot.rule`,
+`long_cot.rule`); evaluation reports both, the released one beside the paper's numbers:
 
 *strict* — this project's rule. The answer names an option when, after normalising (Unicode NFKC, so
 full-width "（B）" reads "(B)"; `\\boxed{…}` unwrapped; surrounding whitespace, quotes, asterisks and

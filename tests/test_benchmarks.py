@@ -1,5 +1,7 @@
 """Benchmark loaders (lpt_utils.benchmarks): each reads a small file in its benchmark's published
-schema and layout, as FACTS.md lists them, and keeps, filters or skips records for the right reason."""
+schema and layout, as FACTS.md lists them, and keeps, filters or skips records for the right reason.
+Fixture files in tests/data/benchmarks/ (built by its build.py): CV-Bench's two parquet files and an
+MME-RealWorld JSON with its image folders."""
 
 import csv
 import io
@@ -13,6 +15,8 @@ from PIL import Image
 from lpt_utils.benchmarks import TASKS, get_task
 from lpt_utils.benchmarks.base import letter, split_inline_options, split_lettered_lines
 from lpt_utils.benchmarks.mmstar import split_question
+
+DATA = Path(__file__).parent / "data" / "benchmarks"
 
 
 def png(colour=(200, 30, 30), size=(40, 30)) -> bytes:
@@ -80,6 +84,29 @@ def test_cv_bench_reads_both_parquets_and_writes_images_once(tmp_path):
     load("cv_bench", {"path": str(root)}, tmp_path)
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache" / "cv_bench").iterdir())] == mtimes
     assert set(TASKS["cv_bench"].categories) >= {it.category for it in items}
+    assert [it.subset for it in items] == ["ADE20K", "COCO", "Omni3D"]  # the record's `source`
+
+
+def test_cv_bench_fixture_gives_the_authors_aggregate_end_to_end(tmp_path):
+    from lpt_utils import evaluation as ev
+    from lpt_utils.engines.base import GenerationResult
+
+    items, report = load("cv_bench", {"path": str(DATA / "cv_bench")}, tmp_path)
+    assert report.kept == report.total == 12 and not report.notes
+    assert {(it.item_id[:2], it.subset) for it in items} == {("2D", "ADE20K"), ("2D", "COCO"), ("3D", "Omni3D")}
+    # a model that answers (A) to everything: right where the label is (A)
+    out = [GenerationResult(key="k", texts=["<answer> (A) </answer>"], num_tokens=[4], finish_reasons=["stop"])
+           for _ in items]
+    df = ev.to_frame(ev.predictions("base", "m", "direct", items, out))
+    right = {it.item_id: it.answer_letter == "A" for it in items}
+    acc = {src: sum(right[it.item_id] for it in items if it.subset == src)
+           / sum(1 for it in items if it.subset == src) for src in ("ADE20K", "COCO", "Omni3D")}
+    expected = 100 * ((acc["ADE20K"] + acc["COCO"]) / 2 + acc["Omni3D"]) / 2
+    s = ev.benchmark_scores(df).set_index("rule")
+    assert s.loc["released", "authors_score"] == pytest.approx(expected)
+    assert s.loc["strict", "authors_score"] == pytest.approx(expected)
+    tasks = {t: [right[it.item_id] for it in items if it.category == t] for t in TASKS["cv_bench"].categories}
+    assert s.loc["strict", "score"] == pytest.approx(100 * sum(sum(v) / len(v) for v in tasks.values()) / 4)
 
 
 def test_cv_bench_with_one_file_says_so(tmp_path):
@@ -240,6 +267,60 @@ def test_mme_realworld_json_keeps_three_subtasks_by_task_and_subtask(tmp_path):
     (moved / "MME_RealWorld.json").rename(tmp_path / "json_only" / "MME_RealWorld.json")
     items2, _ = load("mme_realworld", {"path": str(tmp_path / "json_only"), "image_root": str(moved)}, tmp_path)
     assert len(items2) == 3
+
+
+# ----------------------------------------------------------------------------- images over PIL's size limit
+
+
+@pytest.fixture
+def low_pil_limit(monkeypatch):
+    """PIL's decompression-bomb limit lowered to 2,000 pixels, so the fixture's small remote-sensing
+    images stand for MME-RealWorld's huge ones: 96 x 64 is over twice the limit (PIL refuses to open
+    it), 56 x 40 between once and twice (PIL warns); the other images are under it."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    return 2000
+
+
+def test_mme_realworld_images_over_pils_limit_load_and_are_counted(tmp_path, low_pil_limit):
+    import warnings
+
+    big = DATA / "mme_realworld" / "remote_sensing" / "03553.jpg"
+    with pytest.raises(Image.DecompressionBombError):  # what a plain PIL open does with it
+        Image.open(big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither PIL's warning nor its error reaches the loader
+        items, report = load("mme_realworld", {"path": str(DATA / "mme_realworld")}, tmp_path)
+    assert [it.category for it in items] == ["Perception/Remote Sensing", "Perception/Remote Sensing",
+                                             "Perception/Autonomous_Driving", "Reasoning/Monitoring"]
+    assert report.kept == 4 and not report.skipped and report.filtered == {"subtask Diagram and Table": 1}
+    assert report.over_pil_limit == 2
+    assert report.examples["over_pil_limit"] == ["perception/remote_sensing/color/0001",
+                                                 "perception/remote_sensing/count/0002"]
+    assert "images over PIL's size limit (2,000 px): 2, loaded" in str(report)
+    assert report.as_dict()["over_pil_limit"] == 2
+    assert Image.MAX_IMAGE_PIXELS == low_pil_limit  # the limit is put back
+
+
+def test_the_engines_image_path_loads_and_downscales_an_image_over_pils_limit(low_pil_limit):
+    import warnings
+
+    from lpt_utils.engines.images import check_image, load_image
+
+    big = DATA / "mme_realworld" / "remote_sensing" / "03553.jpg"  # 96 x 64 = 6,144 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img = load_image(big, max_pixels=1536, min_pixels=256)
+        warned = load_image(DATA / "mme_realworld" / "remote_sensing" / "03554.jpg")  # 56 x 40: PIL would warn
+    assert img.mode == "RGB" and img.size == (48, 32)  # area cap: sqrt(1536 / 6144) = 1/2
+    assert warned.size == (56, 40)
+    assert check_image(big).over_pil_limit and check_image(big).size == (96, 64)
+    assert not check_image(DATA / "mme_realworld" / "AutonomousDriving" / "nuscenes_0001.jpg").over_pil_limit
+    assert Image.MAX_IMAGE_PIXELS == low_pil_limit
+
+
+def test_images_under_the_limit_are_not_counted(tmp_path):
+    items, report = load("mme_realworld", {"path": str(DATA / "mme_realworld")}, tmp_path)
+    assert report.kept == 4 and report.over_pil_limit == 0 and "PIL" not in str(report)
 
 
 # ----------------------------------------------------------------------------- MMLU-Pro

@@ -574,3 +574,15 @@ def test_tiny_vlm_answers_the_synthetic_benchmark_through_vllm(tmp_path, tiny_vl
     finally:
         fresh.close()
     assert store.read_text().count("\n") == lines and ev.to_frame(again).equals(df)
+
+
+def test_answer_sources_show_how_often_a_model_answers_outside_its_tags():
+    rows = [("<answer> (B) </answer>", "direct"), ("(B)", "direct"), ("The answer is (B).", "direct"),
+            ("<think> x </think> <answer> B </answer>", "think")]
+    df = pd.DataFrame([{"model": "base", "prompt": p, "source": ev.score_response(t, ITEM.choices, "B").source}
+                       for t, p in rows])
+    table = ev.answer_sources(df)
+    assert table.loc[("base", "direct"), "answer_tags"] == round(1 / 3, 3)
+    assert table.loc[("base", "direct"), "answer_statement"] == round(1 / 3, 3)
+    assert table.loc[("base", "direct"), "whole_response"] == round(1 / 3, 3)
+    assert table.loc[("base", "think"), "answer_tags"] == 1.0 and table["responses"].sum() == 4

@@ -10,7 +10,9 @@ or plain accuracy). Prompts, answer extraction and scoring are the same for ever
 Loaders never crash on one bad record: a record with a missing or unreadable image, options that do
 not parse or an answer that names no option is skipped and counted by reason in a `LoadReport`.
 A file layout that is not there at all (no such folder, no file of the expected kind) raises a
-`FileNotFoundError` that names what was expected.
+`FileNotFoundError` that names what was expected. Images are checked by `lpt_utils.engines.images`
+(`check_image`), the same code that later opens them for the model: an image larger than PIL's
+decompression-bomb limit is kept, and counted in the report (`over_pil_limit`), never skipped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lpt_utils.captions import image_problem  # noqa: F401  (one check for every image source)
+from lpt_utils.engines.images import check_image, pil_limit
 
 LETTERS = "ABCDEFGHIJ"
 AGGREGATES = ("category_mean", "item_mean")
@@ -37,6 +39,8 @@ class BenchItem:
     `answer_letter` is the label as published; `corrected_letter` is set only where a known
     correction of the published label exists (MMVP), and scoring uses it when corrections are on.
     `image_path` is None for text-only tasks; `domain` (MMLU-Pro) is named in the prompt.
+    `subset`: the benchmark's own division of its items where its authors aggregate by it (CV-Bench:
+    the record's `source`, ADE20K / COCO / Omni3D); "" otherwise.
     """
 
     benchmark: str
@@ -48,6 +52,7 @@ class BenchItem:
     image_path: str | None = None
     corrected_letter: str = ""
     domain: str = ""
+    subset: str = ""
 
     def right_letter(self, corrections: bool = True) -> str:
         return (self.corrected_letter or self.answer_letter) if corrections else self.answer_letter
@@ -55,7 +60,10 @@ class BenchItem:
 
 @dataclass
 class LoadReport:
-    """What a load kept and what it skipped, by reason (a few example ids per reason)."""
+    """What a load kept and what it skipped, by reason (a few example ids per reason), and how many
+    records' images are larger than PIL's decompression-bomb limit (`over_pil_limit`: they are read
+    all the same, and downscaled to the evaluation's area cap like every image; a few ids under
+    `examples["over_pil_limit"]`)."""
 
     benchmark: str
     files: list[str] = field(default_factory=list)
@@ -65,6 +73,7 @@ class LoadReport:
     skipped: Counter = field(default_factory=Counter)  # bad records
     examples: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    over_pil_limit: int = 0
 
     def skip(self, reason: str, record_id: Any) -> None:
         self.skipped[reason] += 1
@@ -72,10 +81,17 @@ class LoadReport:
         if len(ex) < 5:
             ex.append(str(record_id))
 
+    def large_image(self, record_id: Any) -> None:
+        """Count an image over PIL's size limit (it is loaded, not skipped)."""
+        self.over_pil_limit += 1
+        ex = self.examples.setdefault("over_pil_limit", [])
+        if len(ex) < 5:
+            ex.append(str(record_id))
+
     def as_dict(self) -> dict[str, Any]:
         return {"benchmark": self.benchmark, "files": self.files, "total": self.total, "kept": self.kept,
                 "filtered": dict(self.filtered), "skipped": dict(self.skipped),
-                "skipped_examples": self.examples, "notes": self.notes}
+                "over_pil_limit": self.over_pil_limit, "skipped_examples": self.examples, "notes": self.notes}
 
     def __str__(self) -> str:
         s = f"{self.benchmark}: {self.kept}/{self.total} records kept"
@@ -83,6 +99,9 @@ class LoadReport:
             s += "; left out by design " + ", ".join(f"{n} {r}" for r, n in sorted(self.filtered.items()))
         if self.skipped:
             s += "; skipped " + ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+        if self.over_pil_limit:
+            s += (f"; images over PIL's size limit ({pil_limit() or 0:,} px): {self.over_pil_limit}, loaded "
+                  "(downscaled to the area cap)")
         return s
 
 
@@ -102,6 +121,8 @@ class Task:
     - `in_average`: one of the paper's five vision-centric columns that make up "Avg".
     - `categories`: the categories the paper averages over, where it names them (documentation
       and a check: an item outside them is a loader bug).
+    - `authors_score(predictions, verdict_column) -> percent`, `authors_title`: the benchmark
+      authors' own aggregate where it differs from the paper's (CV-Bench), shown as an extra column.
     """
 
     name: str
@@ -113,6 +134,8 @@ class Task:
     in_average: bool = True
     text_only: bool = False
     categories: tuple[str, ...] = ()
+    authors_score: Callable[[Any, str], float] | None = None
+    authors_title: str = ""
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -155,12 +178,14 @@ def _suffix(data: bytes, name: str | None) -> str:
     return Path(name).suffix if name and Path(name).suffix else ".img"
 
 
-def resolve_image(value: Any, root: Path, cache_dir: Path) -> tuple[Path | None, str]:
+def resolve_image(value: Any, root: Path, cache_dir: Path, report: LoadReport | None = None,
+                  record_id: Any = None) -> tuple[Path | None, str]:
     """An image field as published, as a file path, and '' or the reason it is unusable.
 
     Accepts a path (relative to `root`), raw bytes, or a Hugging Face Image value (a dict with
     `bytes` and/or `path`, as parquet files store it). Bytes are written once, as they are, to
     `cache_dir/<sha256 prefix><ext>`, so identical images share one file and a re-run writes nothing.
+    A readable image over PIL's size limit is usable, and counted in `report` (`over_pil_limit`).
     """
     data, name = None, None
     if isinstance(value, dict):
@@ -180,8 +205,12 @@ def resolve_image(value: Any, root: Path, cache_dir: Path) -> tuple[Path | None,
         p = Path(name) if Path(name).is_absolute() else root / name
     else:
         return None, "missing_image"
-    problem = image_problem(p)
-    return (p.resolve(), "") if not problem else (None, problem)
+    check = check_image(p)
+    if check.problem:
+        return None, check.problem
+    if check.over_pil_limit and report is not None:
+        report.large_image(record_id if record_id is not None else p.name)
+    return p.resolve(), ""
 
 
 def letter(value: Any, n_choices: int) -> str | None:

@@ -56,7 +56,7 @@ def load(spec: dict[str, Any], work_dir: Path) -> tuple[list[BenchItem], LoadRep
             continue
         item_id = str(r.get("Question_id") or f"row {report.total}")
         choices = parse_choices(list(r.get("Answer choices") or []))
-        path, problem = resolve_image(r.get("Image"), image_root, Path(work_dir))
+        path, problem = resolve_image(r.get("Image"), image_root, Path(work_dir), report, item_id)
         if problem:
             report.skip(problem, item_id)
             continue

@@ -46,7 +46,7 @@ def load(spec: dict[str, Any], work_dir: Path) -> tuple[list[BenchItem], LoadRep
             report.filtered[f"category {category or '?'}"] += 1
             continue
         question, choices = split_question(str(r.get("question") or ""))
-        path, problem = resolve_image(r.get("image"), files[0].parent, Path(work_dir))
+        path, problem = resolve_image(r.get("image"), files[0].parent, Path(work_dir), report, item_id)
         if problem:
             report.skip(problem, item_id)
             continue

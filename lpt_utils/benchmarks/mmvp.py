@@ -43,7 +43,8 @@ def load(spec: dict[str, Any], work_dir: Path) -> tuple[list[BenchItem], LoadRep
         report.total += 1
         raw_index = str(r.get("Index") or "").strip()
         choices = split_inline_options(str(r.get("Options") or ""), r"\(([a-j])\)")
-        path, problem = resolve_image(f"{raw_index}.jpg" if raw_index else None, image_dir, Path(work_dir))
+        path, problem = resolve_image(f"{raw_index}.jpg" if raw_index else None, image_dir, Path(work_dir), report,
+                                      raw_index)
         if problem:
             report.skip(problem, raw_index or f"row {report.total}")
             continue

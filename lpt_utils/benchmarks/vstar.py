@@ -35,7 +35,7 @@ def load_file(files: list[Path], benchmark: str, work_dir: Path) -> tuple[list[B
         report.total += 1
         item_id = str(r.get("question_id", report.total - 1))
         question, choices = split_lettered_lines(str(r.get("text") or ""))
-        path, problem = resolve_image(r.get("image"), root, Path(work_dir))
+        path, problem = resolve_image(r.get("image"), root, Path(work_dir), report, item_id)
         if problem:
             report.skip(problem, item_id)
             continue

@@ -100,6 +100,8 @@ def fingerprint(backend: str, cfg: EngineConfig, identity: str, **extra: Any) ->
         "max_model_len": cfg.max_model_len,
         "max_pixels": cfg.max_pixels,
         "longest_side": cfg.longest_side,
+        # only when set, so the fingerprints (and stored calls) of engines without it stay as they were
+        **({"min_pixels": cfg.min_pixels} if cfg.min_pixels is not None else {}),
         **extra,
     }
     return "|".join(f"{k}={v}" for k, v in parts.items())

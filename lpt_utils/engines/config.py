@@ -22,10 +22,11 @@ class EngineConfig:
 
     - `model`: a Hugging Face id, a local directory, or ``"tiny:<name>"`` (a tiny model built
       locally by `lpt_utils.tiny_world.models`); see `resolve_model`.
-    - `max_pixels` / `longest_side`: the image size cap, applied by our own resize before any
-      backend sees the image (`lpt_utils.engines.images`), so every backend gets the same pixels.
-      `longest_side` first scales the image so its longer side has that length; `max_pixels` then
-      shrinks it (never enlarges) until its area is at most that many pixels.
+    - `max_pixels` / `min_pixels`: the image area cap, applied by our own resize before any backend
+      sees the image (`lpt_utils.engines.images.capped_size`), so every backend gets the same
+      pixels: an image over `max_pixels` is shrunk, one under `min_pixels` enlarged, aspect kept, as
+      LLaMA-Factory's `image_max_pixels` / `image_min_pixels` do. `longest_side` (no profile sets
+      it) first scales the image so its longer side has that length.
     - `seed`: seeds the engine (vLLM ``LLM(seed=...)``, torch for the hf backend).
     - `base_url`, `api_key_env`, `concurrency`, `timeout_s`, `max_retries`, `retry_backoff_s`:
       the OpenAI-compatible HTTP backend (`max_retries` retries after the first attempt; the wait
@@ -39,6 +40,7 @@ class EngineConfig:
     dtype: str = "float32"
     max_model_len: int = 4096
     max_pixels: int | None = None
+    min_pixels: int | None = None
     longest_side: int | None = None
     enforce_eager: bool = True
     gpu_memory_utilization: float = 0.9
@@ -62,10 +64,12 @@ class EngineConfig:
         for name in ("max_model_len", "tensor_parallel_size", "concurrency", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_pixels", "longest_side"):
+        for name in ("max_pixels", "min_pixels", "longest_side"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"EngineConfig.{name} must be None or >= 1, got {v}")
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
+            raise ValueError(f"EngineConfig.min_pixels ({self.min_pixels}) is over max_pixels ({self.max_pixels})")
         if self.max_retries < 0 or self.timeout_s <= 0 or self.retry_backoff_s < 0:
             raise ValueError("EngineConfig: max_retries >= 0, timeout_s > 0, retry_backoff_s >= 0")
         if self.backend == "openai" and not self.base_url:

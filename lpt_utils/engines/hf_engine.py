@@ -55,7 +55,8 @@ class HFEngine:
     def _inputs(self, r: GenerationRequest) -> dict[str, Any]:
         if r.prompt is not None:
             return self.tokenizer(r.prompt + r.assistant_prefix, return_tensors="pt")
-        images = [load_image(p, self.cfg.max_pixels, self.cfg.longest_side) for p in r.image_paths()]
+        cfg = self.cfg
+        images = [load_image(p, cfg.max_pixels, cfg.longest_side, cfg.min_pixels) for p in r.image_paths()]
         if images and not self.is_vlm:
             raise ValueError(f"request has an image but {self.cfg.model} is not a vision-language model")
         messages = convert_messages(r, lambda _path: {"type": "image"})

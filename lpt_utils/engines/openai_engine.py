@@ -105,7 +105,7 @@ class OpenAIEngine:
     # ---- request building -------------------------------------------------------------------
 
     def _image_part(self, path: str) -> dict[str, Any]:
-        img = load_image(path, self.cfg.max_pixels, self.cfg.longest_side)
+        img = load_image(path, self.cfg.max_pixels, self.cfg.longest_side, self.cfg.min_pixels)
         return {"type": "image_url", "image_url": {"url": to_data_url(img)}}
 
     def _vllm_extras(self, r: GenerationRequest) -> dict[str, Any]:

@@ -112,7 +112,7 @@ class VLLMEngine:
     def _image_part(self, path: str) -> dict[str, Any]:
         if not self.is_vlm:
             raise ValueError(f"request has an image but {self.cfg.model} is not a vision-language model")
-        img = load_image(path, self.cfg.max_pixels, self.cfg.longest_side)
+        img = load_image(path, self.cfg.max_pixels, self.cfg.longest_side, self.cfg.min_pixels)
         return {"type": "image_pil", "image_pil": img}
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
