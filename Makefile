@@ -43,7 +43,7 @@ figures: setup
 
 test: models
 	bash scripts/ensure_chromium.sh  # Debian's chromium (as root) for the exported-page render test
-	$(BIN)/python -m pytest -q --timeout=900
+	$(BIN)/python -m pytest -q --timeout=1800  # a hang guard per test (the notebook chain runs in the first test that uses it)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" --timeout=300
