@@ -6,6 +6,8 @@ A notebook reads earlier stages only through `load_stage`, never through their v
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import time
@@ -15,9 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
+
+
+def settings_hash(obj: Any) -> str:
+    """A short, stable hash of (part of) the settings, for manifests and caches."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def data_hash(table: pa.Table) -> str:
+    """A short hash of a table's content (columns, types and values; not how pandas described it)."""
+    sink = io.BytesIO()
+    table = table.replace_schema_metadata(None)
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue()).hexdigest()[:16]
 
 
 @dataclass

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +18,12 @@ from typing import Any
 
 import yaml
 
+from lpt_utils.artifacts import settings_hash
+from lpt_utils.stages import SPECS, Stage, Status
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# The stage folders under outputs/<run>/, in pipeline order.
-STAGES = {
-    "sources": "00_sources",  # images a source writes: synthetic scenes, images exported from a dataset
-    "mcq": "01_mcq",
-    "simple_cot": "02_simple_cot",
-    "long_cot": "03_long_cot",
-    "training_data": "04_training_data",
-    "sft": "05_sft",
-    "dpo": "06_dpo",
-    "eval": "07_eval",
-}
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -103,11 +93,6 @@ def apply_overrides(settings: dict[str, Any], overrides: dict[str, Any] | None) 
     return out
 
 
-def settings_hash(obj: Any) -> str:
-    """A short, stable hash of (part of) the settings, for manifests and caches."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 @dataclass
 class Run:
     """One run: a profile resolved with overrides, and the folders it reads and writes."""
@@ -135,15 +120,17 @@ class Run:
     def models_dir(self) -> Path:
         return self._path("models")
 
+    def stage(self, stage: str) -> Stage:
+        """This run's artifact of a stage (key `mcq` or folder `01_mcq`): load, write, status."""
+        return Stage(self.run_dir, self.settings, stage)
+
     def stage_dir(self, stage: str) -> Path:
         """`outputs/<run>/<NN_stage>/` for a stage key (`mcq`) or folder name (`01_mcq`)."""
-        folder = STAGES.get(stage, stage)
-        if folder not in STAGES.values():
-            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-        return self.run_dir / folder
+        return self.stage(stage).dir
 
-    def section_hash(self, *sections: str) -> str:
-        return settings_hash({s: self.settings.get(s) for s in sections})
+    def stale(self) -> dict[str, Status]:
+        """Every stage's status (`stages.Status`): current, stale (and why) or missing."""
+        return {s.folder: self.stage(s.key).status() for s in SPECS if s.key != "sources"}
 
     def save(self) -> Path:
         """Write the resolved settings to `outputs/<run>/settings.yaml`."""

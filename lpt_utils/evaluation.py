@@ -50,6 +50,7 @@ import pandas as pd
 from lpt_utils.artifacts import Funnel
 from lpt_utils.benchmarks import TASKS, BenchItem, LoadReport, get_task
 from lpt_utils.prompts import render
+from lpt_utils.records import Prediction
 from lpt_utils.verify import LETTERS, Verdict, extract_answer, released_verdict, strict_verdict
 
 PROMPTS = ("direct", "think")
@@ -168,38 +169,6 @@ def score_response(raw: str, choices: list[str], right_letter: str, *, whole_res
         return Scored(ext.answer, ext.source, reason, "", "unanswered", False, rel.answer, rv.how, rv.correct)
     sv = strict_verdict(ext.answer, list(choices), right_letter, ext.later_answers)
     return Scored(ext.answer, ext.source, "", sv.letter or "", sv.how, sv.correct, rel.answer, rv.how, rv.correct)
-
-
-@dataclass
-class Prediction:
-    """One row of `07_eval/data.parquet`: one model's response to one item under one prompt."""
-
-    model: str  # the table row: base | sft | dpo | ...
-    model_path: str  # what the engine loaded
-    prompt: str  # direct | think
-    benchmark: str
-    item_id: str
-    category: str
-    subset: str  # the benchmark's own division for its authors' aggregate (CV-Bench: source); "" otherwise
-    question: str
-    choices: list[str]
-    answer_letter: str  # as published
-    corrected_letter: str  # a known correction ("" when none); used when corrections are on
-    right_letter: str  # what was scored against
-    image_path: str
-    raw_output: str  # the whole assistant turn (a forced prefix included)
-    extracted: str | None  # the strict rule's extraction
-    source: str  # where it came from: answer_tags | answer_colon | after_thought | whole_response | none
-    answered: bool
-    unanswered_reason: str
-    named_letter: str
-    match: str
-    correct: bool  # the strict rule (this project's correction)
-    extracted_released: str | None  # the released script's extraction
-    match_released: str
-    correct_released: bool  # the released script's rule (the paper's numbers)
-    num_tokens: int
-    finish_reason: str
 
 
 def predictions(model: str, model_path: str, kind: str, items: list[BenchItem], results, prefix: str = "",

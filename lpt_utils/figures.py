@@ -181,36 +181,41 @@ def render(run) -> dict[str, Any]:
 
     fig_dir = run.figures_dir
 
+    def rows(key):  # figures show what a run wrote, current or not
+        return run.stage(key).load(check=False)
+
+    def funnel(key):
+        return run.stage(key).manifest()["funnel"]
+
     def mcq(d):
-        return mcq_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
+        return mcq_figures(rows("mcq"), funnel("mcq"), fig_dir)
 
     def simple(d):
-        return simple_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir)
+        return simple_cot_figures(rows("simple_cot"), funnel("simple_cot"), fig_dir)
 
     def long(d):
         judged = pd.read_parquet(d / "behaviours.parquet") if (d / "behaviours.parquet").exists() else None
-        return long_cot_figures(artifacts.load_stage(d), artifacts.read_manifest(d)["funnel"], fig_dir,
-                                mcqs=artifacts.load_stage(run.stage_dir("mcq")), judged=judged)
+        return long_cot_figures(rows("long_cot"), funnel("long_cot"), fig_dir, mcqs=rows("mcq"), judged=judged)
 
     def training_data(d):
         sets = {p.stem: pd.read_parquet(p) for p in sorted(d.glob("*.parquet")) if p.stem.startswith(("sft_", "dpo_"))}
         return training_data_figures(sets, fig_dir)
 
     def sft(d):
-        counts = artifacts.read_manifest(d)["counts"]
-        return sft_figures(d / "sweep", artifacts.load_stage(d), fig_dir, data=run.settings["sft"]["data"],
+        counts = run.stage("sft").manifest()["counts"]
+        return sft_figures(d / "sweep", rows("sft"), fig_dir, data=run.settings["sft"]["data"],
                            best_lr=counts.get("kept_learning_rate"), base_accuracy=counts.get("base_val_accuracy"))
 
     def dpo(d):
-        counts = artifacts.read_manifest(d)["counts"]
+        counts = run.stage("dpo").manifest()["counts"]
         same = run.settings["dpo"]["validation"] == run.settings["sft"]["validation"]
-        sft_acc = artifacts.read_manifest(run.stage_dir("sft"))["counts"].get("kept_val_accuracy") if same else None
-        return dpo_figures(d / "sweep", artifacts.load_stage(d), fig_dir,
+        sft_acc = run.stage("sft").manifest()["counts"].get("kept_val_accuracy") if same else None
+        return dpo_figures(d / "sweep", rows("dpo"), fig_dir,
                            best_lr=counts.get("kept_learning_rate"), sft_accuracy=sft_acc)
 
     def evaluation(d):
         diff = pd.read_parquet(d / "difficulty.parquet") if (d / "difficulty.parquet").exists() else None
-        return eval_figures(artifacts.load_stage(d), diff, fig_dir, title=f"Scores ({run.profile})")
+        return eval_figures(rows("eval"), diff, fig_dir, title=f"Scores ({run.profile})")
 
     stages = (("01_mcq", "mcq", mcq), ("02_simple_cot", "simple_cot", simple), ("03_long_cot", "long_cot", long),
               ("04_training_data", "training_data", training_data), ("05_sft", "sft", sft), ("06_dpo", "dpo", dpo),

@@ -1,6 +1,6 @@
 """The CoT inspector: look at what the pipeline wrote before training on it.
 
-    from lpt_utils import inspector
+    from lpt_utils import stages, inspector
     inspector.inspect(R)                 # R = config.resolve_run(...), or "outputs/<run>", or a run name
 
 opens, over a run's artifacts (whichever of stages 01–04 exist):
@@ -37,10 +37,8 @@ from typing import Any
 
 import pandas as pd
 
-from lpt_utils import artifacts, cards, config
-from lpt_utils.long_cot import LongCoT
-from lpt_utils.simple_cot import SimpleCoT
-from lpt_utils.training_data import DPO_COLUMNS, SFT_COLUMNS
+from lpt_utils import artifacts, cards, config, stages
+from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS, LongCoT, SimpleCoT
 
 SFT_SETS = ("sft_simple", "sft_long")
 DPO_SETS = ("dpo_O", "dpo_XO")
@@ -72,14 +70,14 @@ def _stage_dirs(run_or_dir: config.Run | str | Path) -> tuple[str, Path, dict[st
     the default `outputs/`."""
     if isinstance(run_or_dir, config.Run):
         r = run_or_dir
-        return r.name, r.run_dir, {k: r.stage_dir(k) for k in config.STAGES}
+        return r.name, r.run_dir, {k: r.stage_dir(k) for k in stages.FOLDERS}
     p = Path(run_or_dir)
     if not p.is_dir() and isinstance(run_or_dir, str) and "/" not in run_or_dir:
         p = config.REPO_ROOT / "outputs" / run_or_dir
     if not p.is_dir():
         raise FileNotFoundError(f"{run_or_dir!s}: no such run folder (pass a Run, outputs/<run>, or a run name)")
     p = p.resolve()
-    return p.name, p, {k: p / folder for k, folder in config.STAGES.items()}
+    return p.name, p, {k: p / folder for k, folder in stages.FOLDERS.items()}
 
 
 def _written(stage_dir: Path) -> bool:
@@ -320,8 +318,8 @@ def _rows_section(title: str, rows: pd.DataFrame, start: int, count: int, card, 
 
 
 def _training_note(view: RunView, sets: dict[str, pd.DataFrame], name: str | None) -> str:
-    if not view.stages.get(config.STAGES["training_data"]):
-        return f"stage {config.STAGES['training_data']} is not written for run {view.name} yet"
+    if not view.stages.get(stages.FOLDERS["training_data"]):
+        return f"stage {stages.FOLDERS['training_data']} is not written for run {view.name} yet"
     return "" if name in sets else "this set is not in the run's stage-4 folder"
 
 

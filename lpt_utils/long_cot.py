@@ -14,12 +14,13 @@ import hashlib
 import random
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from lpt_utils.artifacts import Funnel
 from lpt_utils.mcq import choice_lines
 from lpt_utils.prompts import render
+from lpt_utils.records import LongCoT
 from lpt_utils.verify import parse_response, verdicts
 
 CUES = ("Wait,", "Hmm,", "Alternatively,", "Let's double-check the details.")
@@ -190,45 +191,6 @@ def requests(exs: list[Example], sampling: dict[str, Any], banned_words: Sequenc
     return [GenerationRequest(prompt=ex.prompt, assistant_prefix=ex.prefix, sampling=settings,
                               meta={"response_id": ex.simple["response_id"], "cue": ex.cue})
             for ex in exs]
-
-
-@dataclass
-class LongCoT:
-    """One row of the stage-3 artifact: one continuation of one simple CoT."""
-
-    mcq_id: str
-    simple_id: str  # the stage-2 response it expands
-    long_id: str
-    image_id: str
-    image_path: str
-    question_type: str
-    cue: str
-    separator: str
-    simple_thought: str
-    simple_answer: str
-    simple_correct: bool
-    simple_num_tokens: int
-    prefix: str  # the pre-filled assistant text (think tag, opening, simple thought, cue)
-    raw_text: str  # what the reasoning model generated after the prefix
-    added_thought: str  # that text up to the closing think tag
-    long_thought: str  # simple thought + separator + cue + added thought (what the student learns)
-    summary: str  # what the model wrote between </think> and <answer> (R1 distills usually summarise)
-    answer: str
-    answer_letter: str
-    named_letter: str  # the option the answer names under the strict rule
-    match: str  # how the strict rule read the answer
-    match_released: str  # how the released rule read it
-    correct_strict: bool
-    correct_released: bool
-    rule: str  # the rule that labels the transition (the profile's `long_cot.rule`)
-    is_correct: bool  # the verdict of `rule`
-    shape: str  # how the continuation is laid out (lpt_utils.verify.SHAPES, or "empty_added_thought")
-    transition: str  # O→O | O→X | X→O | X→X ("" when unparsable)
-    num_tokens: int  # tokens the reasoning model generated
-    finish_reason: str
-    banned_hits: list[str] = field(default_factory=list)
-    kept: bool = True
-    drop_reason: str = ""  # "" | "unparsable" | "banned word" | "duplicate"
 
 
 def _continuation(prefix: str, text: str, think_tag: str) -> tuple[str, str]:

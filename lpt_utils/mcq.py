@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from lpt_utils.prompts import render
+from lpt_utils.records import MCQ
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -169,39 +170,6 @@ def validity(item: ParsedItem, n_options: int = 4) -> str:
 
 
 # ----------------------------------------------------------------------------- records
-
-
-@dataclass
-class MCQ:
-    """One row of the stage-1 artifact (valid and invalid MCQs alike)."""
-
-    mcq_id: str
-    image_id: str
-    image_path: str
-    description: str
-    item_index: int
-    question: str
-    choices: list[str]  # in the order shown to the VLM (after randomisation when valid)
-    answer: str  # text of the right option
-    answer_letter: str  # its letter in `choices` ("" when invalid)
-    question_type: str
-    choice_form: str  # key of CHOICE_FORMS
-    answer_form: str  # key of ANSWER_FORMS
-    is_valid: bool
-    invalid_reason: str
-    raw_response: str  # the writer's response
-    reformatted_response: str  # the reformat pass's response ("" when the writer's was parsed as is)
-    raw_item: str  # the parsed block of this question
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_row(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("extra")
-        return d
-
-    def choice_lines(self) -> list[str]:
-        fmt = CHOICE_FORMS[self.choice_form]
-        return [fmt.format(letter=LETTERS[i], text=c) for i, c in enumerate(self.choices)]
 
 
 def mcq_seed(seed: int, mcq_id: str) -> int:

@@ -21,8 +21,7 @@ can rebase the authors' absolute paths onto a local DOCCI folder.
 Stock LLaMA-Factory ignores `assistant_prefix`, so each set with X→O rows is also written as
 `<name>_stock.json`: the wrong simple thought leaves the trained assistant turn (see `stock_record`).
 
-This module owns the stage-4 row contract (`SFT_COLUMNS`, `DPO_COLUMNS`; `training_data` re-exports
-them), so it imports nothing from `training_data`.
+The rows follow stage 4's records (`lpt_utils.records.SFTRow`, `DPORow`).
 """
 
 from __future__ import annotations
@@ -37,14 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS
+
 Rows = list[dict[str, Any]]
 
-# ----------------------------------------------------------------------------- the row contract
-
-SFT_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "assistant", "assistant_prefix",
-               "source", "num_tokens", "simple_cot_id", "long_cot_id", "extra_metadata")
-DPO_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "chosen", "rejected", "pair_type",
-               "family", "extra_metadata")
 
 IMAGE_TOKEN = "<image>"
 STOCK_SUFFIX = "_stock"

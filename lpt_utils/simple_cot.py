@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lpt_utils.artifacts import Funnel
 from lpt_utils.mcq import student_messages
+from lpt_utils.records import SimpleCoT
 from lpt_utils.verify import parse_response, verdicts
 
 THINK = "<think>"
@@ -58,34 +59,6 @@ def requests(mcqs, sampling: dict[str, Any], prefix: str, with_type: bool = True
     return [GenerationRequest(messages=student_messages(m, with_type=with_type), assistant_prefix=prefix,
                               sampling=s, meta={"mcq_id": m["mcq_id"]})
             for m in mcqs]
-
-
-@dataclass
-class SimpleCoT:
-    """One row of the stage-2 artifact: one sampled response."""
-
-    mcq_id: str
-    response_id: str
-    image_id: str
-    image_path: str
-    question_type: str
-    raw_text: str  # the whole assistant turn, think tag included
-    thought: str
-    answer: str
-    answer_letter: str  # the right option's letter
-    named_letter: str  # the option the answer names under the strict rule ("" when none or ambiguous)
-    match: str  # how the strict rule read the answer (lpt_utils.verify.Verdict.how)
-    match_released: str  # how the released rule read it
-    correct_strict: bool
-    correct_released: bool
-    rule: str  # the rule that labels the row (the profile's `simple_cot.rule`)
-    is_correct: bool  # the verdict of `rule`
-    label: str  # "O" (right) or "X" (wrong); "" when unparsable
-    shape: str  # how the response is laid out (lpt_utils.verify.SHAPES)
-    num_tokens: int
-    finish_reason: str
-    kept: bool
-    drop_reason: str  # "" | "unparsable" | "duplicate"
 
 
 def score(mcqs, results, *, rule: str = "strict") -> tuple[list[SimpleCoT], Funnel]:

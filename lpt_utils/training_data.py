@@ -26,7 +26,7 @@ from lpt_utils import sharegpt
 from lpt_utils.artifacts import Funnel
 from lpt_utils.long_cot import splice_thought
 from lpt_utils.mcq import answer_in_form, student_messages
-from lpt_utils.sharegpt import DPO_COLUMNS, SFT_COLUMNS  # the row contract lives with its file format
+from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS
 
 PAIR_TYPES = {"O>O→X": "O", "O>X": "O", "X→O>X→X": "X→O", "X→O>X": "X→O"}
 

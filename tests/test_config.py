@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from lpt_utils import config
+from lpt_utils import artifacts, config, stages
 
 
 def test_every_profile_loads_and_tiny_inherits_paper():
@@ -67,17 +67,17 @@ def test_resolve_run_saves_settings_and_names_stage_dirs(tmp_path):
                                           "paths.figures": str(tmp_path / "f")})
     saved = yaml.safe_load((tmp_path / "o" / "t1" / "settings.yaml").read_text())
     assert saved["profile"] == "tiny" and saved["settings"] == r.settings
-    assert saved["settings_hash"] == config.settings_hash(r.settings)
+    assert saved["settings_hash"] == artifacts.settings_hash(r.settings)
     assert r.stage_dir("mcq") == tmp_path / "o" / "t1" / "01_mcq"
     assert r.stage_dir("07_eval").name == "07_eval"
     assert r.figures_dir == tmp_path / "f" / "t1"
     with pytest.raises(ValueError):
         config.resolve_run("tiny", "../escape")
-    # the hash of a section moves only with that section
+    # a stage's hash moves with what shapes it (tests/test_stages.py has the rest)
     r2 = config.resolve_run("tiny", "t2", {"paths.outputs": str(tmp_path / "o"), "seed": 5})
-    assert r2.section_hash("data", "mcq") == r.section_hash("data", "mcq")
+    assert r2.stage("mcq").hash == r.stage("mcq").hash
     r3 = config.resolve_run("tiny", "t3", {"paths.outputs": str(tmp_path / "o"), "mcq.randomise_seed": 1})
-    assert r3.section_hash("data", "mcq") != r.section_hash("data", "mcq")
+    assert r3.stage("mcq").hash != r.stage("mcq").hash
 
 
 def test_open_run_finds_a_moved_run_where_its_settings_are(tmp_path):
@@ -88,6 +88,6 @@ def test_open_run_finds_a_moved_run_where_its_settings_are(tmp_path):
     moved = config.open_run("t1", tmp_path / "copied")
     assert moved.stage_dir("mcq") == (tmp_path / "copied" / "t1" / "01_mcq").resolve() and moved.stage_dir("mcq").is_dir()
     assert moved.figures_dir == tmp_path / "f" / "t1"
-    assert all(moved.section_hash(s) == r.section_hash(s) for s in r.settings if s != "paths")
+    assert all(moved.stage(s.key).hash == r.stage(s.key).hash for s in stages.SPECS)  # paths shape nothing
     with pytest.raises(FileNotFoundError, match="no run 't2'"):
         config.open_run("t2", tmp_path / "copied")

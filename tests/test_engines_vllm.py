@@ -7,7 +7,6 @@ requests in the same batch, samples the same texts; the same engine asked twice 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest

@@ -9,15 +9,15 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import CHROMIUM_FLAGS
 from PIL import Image
 
-from lpt_utils import artifacts, inspector
+from lpt_utils import config, inspector
 from lpt_utils.inspector import Filters
-from lpt_utils.long_cot import LongCoT
-from lpt_utils.mcq import MCQ
-from lpt_utils.simple_cot import SimpleCoT
+from lpt_utils.records import MCQ, LongCoT, SimpleCoT
+from lpt_utils.stages import Stage
 from lpt_utils.training_data import write_sets
 
 RED = (220, 20, 20)
@@ -76,6 +76,11 @@ def _dpo(row_id, mcq_id, image, rule, family, chosen, rejected):
             "family": family}
 
 
+def _write(run_dir: Path, stage: str, rows: list[dict]) -> None:
+    """A stage written as the notebooks write it (the tiny profile's settings)."""
+    Stage(run_dir, config.load_profile("tiny"), stage).write(pd.DataFrame(rows))
+
+
 def make_run(root: Path, stages: int = 4) -> Path:
     """outputs/<run>/ with stages 01..`stages` written as the notebooks write them."""
     run_dir = root / "myrun"
@@ -83,18 +88,18 @@ def make_run(root: Path, stages: int = 4) -> Path:
     mcqs = [_mcq("m1", red, "recognition", "What colour is the shape?"),
             _mcq("m2", blue, "counting", "How many shapes?"),
             _mcq("m3", blue, "recognition", "Which shape is it?", valid=False)]
-    artifacts.write_stage(run_dir / "01_mcq", mcqs, stage="01_mcq", settings_hash="h1")
+    _write(run_dir, "mcq", mcqs)
     if stages >= 2:
         simple = [_simple("m1", 0, "O", "A red one."), _simple("m1", 1, "X", "Maybe green."),
                   _simple("m1", 2, "X", "Maybe green.", drop="duplicate"), _simple("m2", 0, "X", "I count one.")]
-        artifacts.write_stage(run_dir / "02_simple_cot", simple, stage="02_simple_cot", settings_hash="h2")
+        _write(run_dir, "simple_cot", simple)
     if stages >= 3:
         long = [_long("m1-s0", 0, "O→X", "Hmm,", "It could be green after all."),
                 _long("m1-s1", 0, "X→O", "Wait,", "Looking again, it is blue."),
                 _long("m1-s1", 1, "X→X", "Wait,", "The description says green.", hits=["description"],
                       drop="banned word"),
                 _long("m2-s0", 0, "X→X", "Hmm,", "Still one.")]
-        artifacts.write_stage(run_dir / "03_long_cot", long, stage="03_long_cot", settings_hash="h3")
+        _write(run_dir, "long_cot", long)
     if stages >= 4:
         wrong = "<think>\nMaybe green."
         sets = {"sft_simple": [_sft("m1-s0", "m1", red, "O", "<think>\nA red one.\n</think>\n<answer>(B)</answer>")],
@@ -106,8 +111,7 @@ def make_run(root: Path, stages: int = 4) -> Path:
                 "dpo_XO": [_dpo("m1-s1-l0>m1-s1", "m1", red, "X→O>X", "X→O", "CHOSEN-XO", "REJECTED-X"),
                            _dpo("m2-a>m2-b", "m2", blue, "X→O>X→X", "X→O", "CHOSEN-2", "REJECTED-2")]}
         sizes = write_sets(run_dir / "04_training_data", sets, [])
-        artifacts.write_stage(run_dir / "04_training_data", [{"set": k, "rows": v} for k, v in sizes.items()],
-                              stage="04_training_data", settings_hash="h4")
+        _write(run_dir, "training_data", [{"set": k, "rows": v} for k, v in sizes.items()])
     return run_dir
 
 

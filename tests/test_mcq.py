@@ -116,7 +116,7 @@ def test_student_prompt_parts():
     text = user[1]["text"]
     assert text.startswith("What colour is the ball?")
     assert "select from the following choices" in text.lower()
-    for line in m.choice_lines():
+    for line in mcq.choice_lines(m):
         assert line in text
     assert mcq.answer_in_form(m) in {f"({m.answer_letter})", f"{m.answer_letter}.", "blue"}
 

@@ -1,0 +1,124 @@
+"""The stage registry: hashes that cover upstream stages, staleness that names the notebook to re-run,
+rows checked against their record, and parts written by several writers merged into one file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pandas as pd
+import pytest
+
+from lpt_utils import config, stages
+from lpt_utils.artifacts import Funnel
+from lpt_utils.records import MCQ, SimpleCoT
+
+
+def _run(tmp_path, **overrides):
+    return config.resolve_run("tiny", "r", {"paths.outputs": str(tmp_path / "o"),
+                                            "paths.figures": str(tmp_path / "f"), **overrides})
+
+
+def _mcqs(n=3, question="What colour?"):
+    return pd.DataFrame([MCQ(mcq_id=f"m{i}", image_id=f"i{i}", image_path="x.png", description="d", item_index=i,
+                             question=question, choices=["a", "b", "c", "d"], answer="a", answer_letter="A",
+                             question_type="recognition", choice_form="paren", answer_form="paren_letter",
+                             is_valid=True, invalid_reason="", raw_response="", reformatted_response="",
+                             raw_item="").to_row() for i in range(n)])
+
+
+def _simple(mcq_ids):
+    return pd.DataFrame([asdict(SimpleCoT(
+        mcq_id=m, response_id=f"{m}-s0", image_id="i", image_path="x.png", question_type="recognition",
+        raw_text="<think>t</think><answer>A</answer>", thought="t", answer="A", answer_letter="A",
+        named_letter="A", match="letter", match_released="letter", correct_strict=True, correct_released=True,
+        rule="strict", is_correct=True, label="O", shape="think_answer", num_tokens=3, finish_reason="stop",
+        kept=True, drop_reason="")) for m in mcq_ids])
+
+
+def test_every_stage_is_declared_once_with_its_notebook(tmp_path):
+    assert [s.folder for s in stages.SPECS] == ["00_sources", "01_mcq", "02_simple_cot", "03_long_cot",
+                                                  "04_training_data", "05_sft", "06_dpo", "07_eval"]
+    notebooks = {p.stem for p in (config.REPO_ROOT / "notebooks").glob("*.ipynb")}
+    assert {s.notebook for s in stages.SPECS} == notebooks
+    settings = _run(tmp_path).settings
+    for s in stages.SPECS:  # every declared setting exists in the profiles
+        for path in s.shaped_by:
+            assert stages.setting(settings, path) is not None or path.startswith("plugins"), (s.key, path)
+
+
+def test_a_stage_hash_covers_its_settings_and_its_upstream_stages(tmp_path):
+    base = _run(tmp_path)
+    h = {k: base.stage(k).hash for k in ("mcq", "simple_cot", "long_cot", "eval")}
+    writer = _run(tmp_path, **{"mcq.writer.sampling.temperature": 0.5})  # upstream of everything
+    assert all(writer.stage(k).hash != h[k] for k in h)
+    tokenizer = _run(tmp_path, **{"student.engine.model": "other"})  # the student's tokenizer shapes 03
+    assert tokenizer.stage("mcq").hash == h["mcq"] and tokenizer.stage("long_cot").hash != h["long_cot"]
+    judge = _run(tmp_path, **{"behaviours.max_texts": 3})
+    assert judge.stage("simple_cot").hash == h["simple_cot"] and judge.stage("long_cot").hash != h["long_cot"]
+    unrelated = _run(tmp_path, **{"eval.limit": 5})
+    assert [unrelated.stage(k).hash for k in ("mcq", "simple_cot", "long_cot")] == \
+        [h["mcq"], h["simple_cot"], h["long_cot"]]
+
+
+def test_status_names_the_notebook_to_rerun(tmp_path):
+    run = _run(tmp_path)
+    assert run.stage("simple_cot").status().state == "missing"
+    run.stage("mcq").write(_mcqs())
+    run.stage("simple_cot").write(_simple(["m0", "m1"]))
+    assert run.stage("simple_cot").status() and run.stage("simple_cot").load().shape[0] == 2
+    # 01 written again with other rows: 02 was made from another 01
+    run.stage("mcq").write(_mcqs(question="What shape?"))
+    st = run.stage("simple_cot").status()
+    assert st.state == "stale" and "another 01_mcq" in st.reason and st.rerun == "02_simple_cot"
+    with pytest.raises(stages.StaleStage, match="run 02_simple_cot again"):
+        run.stage("simple_cot").load()
+    assert len(run.stage("simple_cot").load(check=False)) == 2  # displays may still read it
+    # 01 written again identically: 02 is current again (same settings, same data)
+    run.stage("mcq").write(_mcqs())
+    assert run.stage("simple_cot").status()
+    # other settings upstream: both are stale, each naming its own notebook
+    other = _run(tmp_path, **{"mcq.randomise_seed": 7})
+    assert other.stage("mcq").status().rerun == "01_captions_to_mcq"
+    assert other.stage("simple_cot").status().state == "stale"
+
+
+def test_a_run_written_before_the_registry_is_stale(tmp_path):
+    run = _run(tmp_path)
+    d = run.stage_dir("mcq")
+    d.mkdir(parents=True)
+    _mcqs().to_parquet(d / "data.parquet")
+    (d / "manifest.json").write_text(json.dumps({"stage": "01_mcq", "settings_hash": "0123456789abcdef",
+                                                 "inputs": {}}))
+    st = run.stage("mcq").status()
+    assert st.state == "stale" and "before stage hashes covered" in st.reason
+    assert run.stale()["01_mcq"].state == "stale" and run.stale()["02_simple_cot"].state == "missing"
+
+
+def test_rows_must_match_the_stage_record(tmp_path):
+    run = _run(tmp_path)
+    with pytest.raises(ValueError, match=r"missing \['mcq_id'\]"):
+        run.stage("mcq").write(_mcqs().drop(columns="mcq_id"))
+    with pytest.raises(ValueError, match=r"not declared \['colour'\]"):
+        run.stage("mcq").write(_mcqs().assign(colour="red"))
+    with pytest.raises(Exception):  # a type the record does not allow
+        run.stage("mcq").write(_mcqs().assign(item_index="first"))
+
+
+def test_parts_merge_without_repeats_and_sum_their_funnels(tmp_path):
+    run = _run(tmp_path)
+    run.stage("mcq").write(_mcqs(4))
+    stage = run.stage("simple_cot")
+    for k, ids in enumerate((["m0", "m1"], ["m1", "m2"], ["m3"])):
+        f = Funnel()
+        f.add("parse", len(ids) + 1, len(ids), {"unparsable": 1})
+        stage.write(_simple(ids), funnel=f, counts={"n": len(ids)}, part=f"{k}-of-3")
+    assert stage.parts() == ["0-of-3", "1-of-3", "2-of-3"] and stage.status().state == "missing"
+    with pytest.raises(ValueError, match="3 of 4 parts"):
+        stage.merge(expected=4)
+    stage.merge(expected=3)
+    df, m = stage.load(), stage.manifest()
+    assert sorted(df.response_id) == ["m0-s0", "m1-s0", "m2-s0", "m3-s0"]
+    assert m["counts"]["repeated_across_parts"] == 1 and m["funnel"][0] == {
+        "step": "parse", "in": 8, "out": 5, "dropped": {"unparsable": 3}}
+    assert stage.status()
