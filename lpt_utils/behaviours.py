@@ -17,7 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from lpt_utils.engines import EngineConfig, RequestStore, make_engine, run_requests
+from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.prompts import render
+from lpt_utils.training_data import stable_int
 
 BEHAVIOURS = ("verification", "backtracking", "subgoal setting", "backward chaining")
 
@@ -72,8 +75,6 @@ def parse_count(response: str) -> int | None:
 
 def judge_requests(texts: Sequence[str], ids: Sequence[str], sampling: dict[str, Any]) -> list:
     """One request per (text, behaviour), `meta` naming both."""
-    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-
     s = SamplingSettings.from_dict(sampling)
     return [GenerationRequest(messages=judge_messages(t, b), sampling=s, meta={"id": i, "behaviour": b})
             for t, i in zip(texts, ids, strict=True) for b in BEHAVIOURS]
@@ -120,18 +121,16 @@ def shares(rows) -> Any:
 
 def sample_ids(ids: Sequence[str], k: int | None, seed: int = 0) -> list[str]:
     """At most `k` ids, chosen by a hash of (seed, id): stable as rows are added or reordered."""
-    from lpt_utils.training_data import stable_int
-
     if not k or k >= len(ids):
         return list(ids)
     return sorted(ids, key=lambda i: stable_int(seed, "behaviours", i))[:k]
 
 
 def judge_texts(items: dict[str, list[tuple[str, str]]], settings: dict[str, Any], *, store_path=None,
-                models_dir=None, seed: int = 0) -> list[dict[str, Any]]:
+                resolve=None, seed: int = 0) -> list[dict[str, Any]]:
     """Judge {kind: [(id, text), ...]} with the profile's judge (`behaviours` section); returns rows
     (id, kind, judge, one count column per behaviour). LLM calls go through the engines and are
-    stored in `store_path`, so a re-run calls no model."""
+    stored in `store_path`, so a re-run calls no model; `resolve` is the run's model resolver."""
     rows: list[Judgement] = []
     picked = {kind: dict(pairs) for kind, pairs in items.items()}
     picked = {kind: {i: d[i] for i in sample_ids(list(d), settings.get("max_texts"), seed)} for kind, d in picked.items()}
@@ -141,9 +140,7 @@ def judge_texts(items: dict[str, list[tuple[str, str]]], settings: dict[str, Any
         return to_rows(rows)
     if settings["judge"] != "llm":
         raise ValueError(f"behaviours.judge must be 'llm' or 'keywords', not {settings['judge']!r}")
-    from lpt_utils.engines import EngineConfig, RequestStore, make_engine, run_requests
-
-    engine = make_engine(EngineConfig.from_dict(settings["engine"]), models_dir)
+    engine = make_engine(EngineConfig.from_dict(settings["engine"]), resolve)
     try:
         for kind, d in picked.items():
             results = run_requests(engine, judge_requests(list(d.values()), list(d), settings["sampling"]),

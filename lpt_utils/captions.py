@@ -5,7 +5,8 @@
 - `table`: any JSONL or CSV file of image paths and descriptions (the user names the columns).
 - `hf`: any Hugging Face dataset on disk (`save_to_disk` folder or a local data folder), with an
   image column holding images or paths, and a description column.
-- `synthetic`: the tiny world's scenes, written in DOCCI's own layout and read by the DOCCI loader.
+- a source a plugin reads (the profile's `plugins.caption_sources`): the tiny profile's `synthetic`
+  draws scenes in DOCCI's own layout and reads them with `load_docci`.
 
 A record whose image is missing or unreadable, or whose description is empty, is skipped, counted
 by reason in a `SourceReport` and never crashes the load.
@@ -199,17 +200,14 @@ def take_subset(records: list[CaptionRecord], num_images: int | str, seed: int =
     return ordered[:num_images]
 
 
-def load_captions(data: dict[str, Any], work_dir: Path) -> tuple[list[CaptionRecord], SourceReport]:
-    """Dispatch on `data.source` (the profile's `data` section). `work_dir` is where a source may
-    write files (synthetic scenes, images exported from a dataset)."""
+def load_captions(data: dict[str, Any], work_dir: Path, plugin=None) -> tuple[list[CaptionRecord], SourceReport]:
+    """Dispatch on `data.source` (the profile's `data` section): `docci`, `table`, `hf`, or a source a
+    plugin reads (`plugin`, from the profile's `plugins.caption_sources`: `Run.caption_source()`), which
+    gets the data settings and `work_dir`, where a source may write files (scenes it draws, images it
+    exports)."""
     source = data["source"]
-    if source == "synthetic":
-        from lpt_utils.tiny_world.scenes import make_scene_set
-
-        syn = data["synthetic"]
-        folder = make_scene_set(Path(work_dir) / "scenes_train", n=syn["n_train"], split="train",
-                                seed=syn["seed"])
-        return load_docci(folder, split="train")
+    if plugin is not None:
+        return plugin(data, Path(work_dir))
     if not data.get("path"):
         raise ValueError(f"data.source={source!r} needs data.path")
     if source == "docci":
@@ -220,4 +218,4 @@ def load_captions(data: dict[str, Any], work_dir: Path) -> tuple[list[CaptionRec
     if source == "hf":
         return load_hf(data["path"], data["image_column"], data["description_column"],
                        data.get("id_column"), Path(work_dir) / "images", split=data.get("split"))
-    raise ValueError(f"unknown data.source {source!r}: docci | table | hf | synthetic")
+    raise ValueError(f"unknown data.source {source!r}: docci | table | hf, or one named in plugins.caption_sources")

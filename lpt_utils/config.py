@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from lpt_utils import plugins
 from lpt_utils.artifacts import settings_hash
 from lpt_utils.stages import SPECS, Stage, Status
 
@@ -127,6 +128,20 @@ class Run:
     def stage_dir(self, stage: str) -> Path:
         """`outputs/<run>/<NN_stage>/` for a stage key (`mcq`) or folder name (`01_mcq`)."""
         return self.stage(stage).dir
+
+    def resolve_model(self, model: str) -> str:
+        """What a backend loads for a model id: the profile's `plugins.model_resolver` decides (the
+        tiny profile's builds "tiny:vlm" on first use); without one, the id itself."""
+        resolver = plugins.named(self.settings, "model_resolver")
+        return str(resolver(model, self.models_dir)) if resolver else model
+
+    def caption_source(self):
+        """The plugin that reads `data.source`, when the profile names one (None: a built-in source)."""
+        return plugins.named(self.settings, "caption_sources", self.settings["data"]["source"])
+
+    def benchmark_builder(self, name: str):
+        """The plugin that writes benchmark `name`'s files before it is read, if the profile names one."""
+        return plugins.named(self.settings, "benchmark_builders", name)
 
     def stale(self) -> dict[str, Status]:
         """Every stage's status (`stages.Status`): current, stale (and why) or missing."""

@@ -49,9 +49,18 @@ import pandas as pd
 
 from lpt_utils.artifacts import Funnel
 from lpt_utils.benchmarks import TASKS, BenchItem, LoadReport, get_task
+from lpt_utils.engines import EngineConfig, run_requests
+from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.prompts import render
 from lpt_utils.records import Prediction
-from lpt_utils.verify import LETTERS, Verdict, extract_answer, released_verdict, strict_verdict
+from lpt_utils.simple_cot import forced_prefix
+from lpt_utils.verify import (
+    LETTERS,
+    Verdict,
+    extract_answer,
+    released_verdict,
+    strict_verdict,
+)
 
 PROMPTS = ("direct", "think")
 
@@ -122,8 +131,6 @@ def sampling_for(eval_settings: dict[str, Any], spec: dict[str, Any], **changes:
 def requests(items: list[BenchItem], kind: str, sampling: dict[str, Any], prefix: str = "") -> list:
     """One request per item. `prefix` (the forced opening of the assistant turn) is used with the
     think prompt only."""
-    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-
     s = SamplingSettings.from_dict(sampling)
     pre = prefix if kind == "think" else ""
     return [GenerationRequest(messages=messages(it, kind), assistant_prefix=pre, sampling=s,
@@ -481,8 +488,6 @@ def engine_config(settings: dict[str, Any], model: str):
     """The student's engine settings for `model`, with evaluation's image sizing: the area cap
     `eval.image_max_pixels` with the floor `eval.image_min_pixels`, aspect kept (the released
     script's LLaMA-Factory regularisation)."""
-    from lpt_utils.engines import EngineConfig
-
     ev = settings["eval"]
     check_eval_settings(ev)
     d = {**settings["student"]["engine"], "model": model, "max_pixels": ev["image_max_pixels"],
@@ -494,19 +499,16 @@ def engine_config(settings: dict[str, Any], model: str):
 
 def benchmark_specs(settings: dict[str, Any], run) -> dict[str, dict[str, Any]]:
     """`eval.benchmarks` for the names in `eval.run`, paths made absolute (relative to the repository
-    root). The synthetic benchmark without a path is built into `<run>/00_sources/benchmark_heldout`
-    from `data.synthetic` (n_heldout scenes, its seed) unless it names its own `n_scenes` / `seed`."""
+    root; "{run_dir}" in a path is the run's folder, where a builder plugin writes a generated one)."""
     ev = settings["eval"]
     check_eval_settings(ev)
     specs = {}
     for name in ev["run"]:
         get_task(name)
         spec = dict(ev["benchmarks"].get(name) or {})
-        if name == "synthetic" and not spec.get("path"):
-            syn = settings["data"]["synthetic"]
-            spec["path"] = str(run.stage_dir("sources") / "benchmark_heldout")
-            spec["n_scenes"] = spec.get("n_scenes") or syn["n_heldout"]
-            spec["seed"] = spec.get("seed") if spec.get("seed") is not None else syn["seed"]
+        if not spec.get("path"):
+            raise ValueError(f"eval.benchmarks.{name}.path: name the folder that holds {name}'s files")
+        spec["path"] = str(spec["path"]).format(run_dir=run.run_dir)
         for key in ("path", "image_root"):
             if spec.get(key) and not Path(spec[key]).is_absolute():
                 spec[key] = str(Path(run.root) / spec[key])
@@ -525,10 +527,14 @@ def take_limit(items: list[BenchItem], limit: int | None) -> list[BenchItem]:
 
 
 def load_benchmarks(settings: dict[str, Any], run) -> dict[str, tuple[list[BenchItem], LoadReport]]:
-    """Every benchmark in `eval.run`: its items (after `eval.limit`) and its load report. Images held
-    as bytes are written once to `<run>/07_eval/images/<benchmark>/`."""
+    """Every benchmark in `eval.run` (written first by its builder plugin, if the profile names one):
+    its items (after `eval.limit`) and its load report. Images held as bytes are written once to
+    `<run>/07_eval/images/<benchmark>/`."""
     out = {}
     for name, spec in benchmark_specs(settings, run).items():
+        build = run.benchmark_builder(name)  # e.g. the tiny world's held-out scenes (plugins.benchmark_builders)
+        if build is not None:
+            build(spec, Path(spec["path"]))
         items, report = get_task(name).load(spec, run.stage_dir("eval") / "images" / name)
         limited = take_limit(items, settings["eval"].get("limit"))
         if len(limited) < len(items):
@@ -555,8 +561,6 @@ def think_prefix(settings: dict[str, Any], model_path: str) -> str:
     tag = settings["eval"].get("think_prefix") or ""
     if not tag:
         return ""
-    from lpt_utils.simple_cot import forced_prefix
-
     return forced_prefix(model_path, tag)
 
 
@@ -564,8 +568,6 @@ def run_model(engine, row: ModelRow, benchmarks: dict[str, list[BenchItem]], set
               store, prefix: str = "") -> list[Prediction]:
     """Every benchmark under every prompt of `row`, greedy, through one `run_requests` call (so the
     engine batches across benchmarks); a re-run is served from `store` and calls no model."""
-    from lpt_utils.engines import run_requests
-
     ev = settings["eval"]
     jobs, reqs = [], []
     for name, items in benchmarks.items():
@@ -588,8 +590,6 @@ def run_difficulty(engine, benchmarks: dict[str, list[BenchItem]], settings: dic
                    prefix: str = "") -> pd.DataFrame:
     """`eval.difficulty.samples` samples per item of the benchmarks in `eval.difficulty.benchmarks`
     (those being evaluated), think prompt, stage 2's sampling settings; then `difficulty`."""
-    from lpt_utils.engines import run_requests
-
     ev = settings["eval"]
     d = ev["difficulty"]
     names = [b for b in d["benchmarks"] if b in benchmarks]

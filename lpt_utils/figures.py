@@ -123,9 +123,10 @@ def training_data_figures(sets: dict[str, pd.DataFrame], figures_dir: Path) -> l
 def sft_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, data: str,
                 best_lr: float | None, base_accuracy: float | None) -> list[Path]:
     """Notebook 05's figures: loss per learning rate, validation accuracy per epoch."""
-    from lpt_utils import train, train_plots
+    from lpt_utils import train_plots
+    from lpt_utils.training.sweep import load_histories
 
-    histories = train.load_histories(sweep_dir)
+    histories = load_histories(sweep_dir)
     return [plots.save(train_plots.loss_curves(histories, f"SFT training loss ({data})", best_lr), figures_dir,
                        "05_loss"),
             plots.save(train_plots.validation_curve(table, "SFT validation accuracy (held-out MCQs)", base_accuracy,
@@ -135,9 +136,10 @@ def sft_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, data
 def dpo_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, best_lr: float | None,
                 sft_accuracy: float | None) -> list[Path]:
     """Notebook 06's figures: loss, reward margins, validation accuracy (the SFT model as baseline)."""
-    from lpt_utils import train, train_plots
+    from lpt_utils import train_plots
+    from lpt_utils.training.sweep import load_histories
 
-    histories = train.load_histories(sweep_dir)
+    histories = load_histories(sweep_dir)
     return [plots.save(train_plots.loss_curves(histories, "DPO training loss (preference + SFT term)", best_lr),
                        figures_dir, "06_loss"),
             plots.save(train_plots.reward_margins(histories, "DPO reward margins", best_lr), figures_dir,
@@ -203,12 +205,12 @@ def render(run) -> dict[str, Any]:
 
     def sft(d):
         counts = run.stage("sft").manifest()["counts"]
-        return sft_figures(d / "sweep", rows("sft"), fig_dir, data=run.settings["sft"]["data"],
+        return sft_figures(d / "sweep", rows("sft"), fig_dir, data=run.settings["sft"]["lpt"]["data"],
                            best_lr=counts.get("kept_learning_rate"), base_accuracy=counts.get("base_val_accuracy"))
 
     def dpo(d):
         counts = run.stage("dpo").manifest()["counts"]
-        same = run.settings["dpo"]["validation"] == run.settings["sft"]["validation"]
+        same = run.settings["dpo"]["lpt"]["validation"] == run.settings["sft"]["lpt"]["validation"]
         sft_acc = run.stage("sft").manifest()["counts"].get("kept_val_accuracy") if same else None
         return dpo_figures(d / "sweep", rows("dpo"), fig_dir,
                            best_lr=counts.get("kept_learning_rate"), sft_accuracy=sft_acc)

@@ -1,6 +1,6 @@
 """The CoT inspector: look at what the pipeline wrote before training on it.
 
-    from lpt_utils import stages, inspector
+    from lpt_utils import inspector
     inspector.inspect(R)                 # R = config.resolve_run(...), or "outputs/<run>", or a run name
 
 opens, over a run's artifacts (whichever of stages 01–04 exist):

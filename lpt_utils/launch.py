@@ -1,11 +1,11 @@
 """How notebooks 05-06 start a training call: a subprocess, so the trainer never shares a process (or
 its memory) with the vLLM engine that validates between epochs.
 
-- `python`: ``python -m lpt_utils.train {sft,dpo} --config job.yaml``, one process (CPU, or one GPU).
+- `python`: ``python -m lpt_utils.training {sft,dpo} --config job.yaml``, one process (CPU, or one GPU).
 - `accelerate`: the same module under ``accelerate launch`` with the repo's DeepSpeed ZeRO-3 settings
   for one multi-GPU node (`recipes/accelerate_zero3.yaml`), one process per GPU.
 
-    cmd = launch_command("sft", job_file, launcher="accelerate", num_processes=4, precision="bf16")
+    cmd = launch_command("sft", job_file, launcher="accelerate", num_processes=4, bf16=True)
     run_training(cmd, log_file)
 """
 
@@ -24,6 +24,7 @@ from lpt_utils.config import REPO_ROOT
 
 ACCELERATE_ZERO3 = Path(__file__).parent / "recipes" / "accelerate_zero3.yaml"
 LAUNCHERS = ("python", "accelerate")
+TRAINING_MODULE = "lpt_utils.training"  # the TRL-style script a call runs (`python -m`)
 
 
 def read_accelerate_config(path: Path = ACCELERATE_ZERO3) -> dict[str, Any]:
@@ -54,19 +55,20 @@ def resolve_num_processes(setting: int | str | None, launcher: str) -> int:
     return n
 
 
-def launch_command(stage: str, job_file: Path, *, launcher: str, num_processes: int = 1, precision: str = "fp32",
+def launch_command(stage: str, job_file: Path, *, launcher: str, num_processes: int = 1, bf16: bool = False,
                    accelerate_config: Path = ACCELERATE_ZERO3, python: str = sys.executable) -> list[str]:
-    """The argv of one training call."""
+    """The argv of one training call. `bf16`: the job's TRL `bf16`, passed to accelerate as its mixed
+    precision (`no` otherwise)."""
     if stage not in ("sft", "dpo"):
         raise ValueError(f"stage must be 'sft' or 'dpo', got {stage!r}")
-    module = ["-m", "lpt_utils.train", stage, "--config", str(job_file)]
+    module = ["-m", TRAINING_MODULE, stage, "--config", str(job_file)]
     if launcher == "python":
         if num_processes != 1:
             raise ValueError("the python launcher runs one process")
         return [python, *module]
     if launcher != "accelerate":
         raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
-    mixed = {"bf16": "bf16", "fp32": "no"}[precision]
+    mixed = "bf16" if bf16 else "no"
     return [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
             "--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", mixed, *module]
 

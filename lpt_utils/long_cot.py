@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from lpt_utils.artifacts import Funnel
+from lpt_utils.engines import RequestStore, run_requests
+from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.mcq import choice_lines
 from lpt_utils.prompts import render
 from lpt_utils.records import LongCoT
 from lpt_utils.verify import parse_response, verdicts
 
-CUES = ("Wait,", "Hmm,", "Alternatively,", "Let's double-check the details.")
-SEPARATORS = ("\n", " ")
 TRANSITIONS = ("O→O", "O→X", "X→O", "X→X")
 
 
@@ -33,8 +33,10 @@ def example_rng(seed: int, example_id: str) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(f"{seed}:{example_id}".encode()).digest()[:8], "big"))
 
 
-def draw_cue_and_separator(seed: int, example_id: str, cues: Sequence[str] = CUES,
-                           separators: Sequence[str] = SEPARATORS) -> tuple[str, str]:
+def draw_cue_and_separator(seed: int, example_id: str, cues: Sequence[str],
+                           separators: Sequence[str]) -> tuple[str, str]:
+    """One cue and one separator for an example, from (seed, its id): the profile's `long_cot.cues`
+    and `long_cot.separators` are the only lists."""
     rng = example_rng(seed, example_id)
     return rng.choice(list(cues)), rng.choice(list(separators))
 
@@ -159,7 +161,7 @@ class Example:
 
 
 def examples(mcqs: dict[str, dict[str, Any]], simple_rows: list[dict[str, Any]], *, seed: int,
-             cues: Sequence[str], separators: Sequence[str] = SEPARATORS) -> list[Example]:
+             cues: Sequence[str], separators: Sequence[str]) -> list[Example]:
     """One example per kept simple CoT, cue and separator drawn from (seed, response id)."""
     out = []
     for r in simple_rows:
@@ -182,8 +184,6 @@ def build_prompts(exs: list[Example], tokenizer, think_tag: str = "<think>") -> 
 def requests(exs: list[Example], sampling: dict[str, Any], banned_words: Sequence[str] = (),
              ban_in_sampling: bool = False) -> list:
     """One request per example (n samples each); banned words also block sampling when asked."""
-    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-
     s = dict(sampling)
     if ban_in_sampling:
         s["bad_words"] = list(banned_words)
@@ -341,8 +341,6 @@ def measure_sampling_ban(engine, exs: list[Example], rows: list[LongCoT], long_c
     sampling ban when it ran without, and the reverse), score both alike and compare them with
     `ban_effect`. None when `measure_ban_on` is 0. Calls are stored under `store_dir`."""
     from pathlib import Path
-
-    from lpt_utils.engines import RequestStore, run_requests
 
     s = long_cot_settings
     n = min(int(s["measure_ban_on"]), len(exs))

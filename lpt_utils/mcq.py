@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from lpt_utils.artifacts import Funnel
+from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.prompts import render
 from lpt_utils.records import MCQ
 
@@ -263,8 +265,6 @@ def answer_in_form(mcq: dict[str, Any] | MCQ, letter: str | None = None) -> str:
 
 def writer_requests(records, sampling) -> list:
     """One writer request per caption record."""
-    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-
     s = SamplingSettings.from_dict(sampling)
     return [GenerationRequest(messages=writer_messages(r.description), sampling=s,
                               meta={"image_id": r.image_id}) for r in records]
@@ -285,8 +285,6 @@ def reformat_requests(writer_results, sampling, mode: str = "always") -> list:
     """Reformat requests for the writer responses that `mode` selects (`meta["index"]` = position):
     `always` (the paper: every response), `when_unparsed` (only those `needs_reformat` flags; for a
     writer that already follows the format, e.g. the tiny world's), `never`."""
-    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-
     if mode not in REFORMAT_MODES:
         raise ValueError(f"mcq.reformat must be one of {REFORMAT_MODES}, got {mode!r}")
     s = SamplingSettings.from_dict(sampling)
@@ -301,8 +299,6 @@ def build_mcqs(records, writer_results, reformat_results, *, seed: int,
     """Parse, validate and randomise every image's questions: from the reformatted response where
     one exists (matched by `meta["index"]`), else from the writer's own. Returns (MCQs, Funnel)."""
     from collections import Counter
-
-    from lpt_utils.artifacts import Funnel
 
     reformatted = {r.meta["index"]: r.texts[0] for r in reformat_results}
     mcqs: list[MCQ] = []

@@ -98,7 +98,7 @@ def caption_cards(records, n: int = 3, width: int = 70, max_lines: int = 14):
 
 
 def validation_cards(result, mcqs: pd.DataFrame | None, store: Path, n: int = 3):
-    """A trained model's validation (`train.ValidationResult`, or None without validation): its
+    """A trained model's validation (`training.validation.ValidationResult`, or None without validation): its
     accuracy overall and by type, then `n` of its scored held-out answers beside their images."""
     if result is None:
         print("the profile trains without validation: no held-out answers to show")

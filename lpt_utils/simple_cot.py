@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lpt_utils.artifacts import Funnel
+from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.mcq import student_messages
 from lpt_utils.records import SimpleCoT
 from lpt_utils.verify import parse_response, verdicts
@@ -53,8 +54,6 @@ def forced_prefix(model_path: str, tag: str = THINK) -> str:
 
 def requests(mcqs, sampling: dict[str, Any], prefix: str, with_type: bool = True) -> list:
     """One request per valid MCQ (n samples each), its prompt the stage-1 student prompt."""
-    from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-
     s = SamplingSettings.from_dict(sampling)
     return [GenerationRequest(messages=student_messages(m, with_type=with_type), assistant_prefix=prefix,
                               sampling=s, meta={"mcq_id": m["mcq_id"]})

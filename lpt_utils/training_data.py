@@ -422,7 +422,7 @@ def export_guide(sets: dict[str, list[dict[str, Any]]]) -> list[str]:
         "To honour the prefix, build prompt-completion examples: prompt = system and user turns (with the "
         "image) rendered by the chat template with the generation prompt, followed by `assistant_prefix`; "
         "completion = the rest of `assistant`; train with `SFTConfig(completion_only_loss=True)` and load "
-        "each `image_path` as the example's image. `python -m lpt_utils.train sft` (notebook 05) does exactly "
+        "each `image_path` as the example's image. `python -m lpt_utils.training sft` (notebook 05) does exactly "
         "this; DPO sets map to `prompt` / `chosen` / `rejected` / `images` the same way. The JSON files load "
         "with `datasets.load_dataset(\"json\", data_files=\"sharegpt/<name>.json\")` (join each image path "
         "to `sharegpt/`); TRL knows nothing of `assistant_prefix` either, so from JSON use the `_stock` file, "

@@ -20,6 +20,14 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def resolve(models_dir: Path):
+    """The tiny profile's model resolver over `models_dir` ("tiny:vlm" -> its folder)."""
+    from lpt_utils.tiny_world.plugin import resolve_model
+
+    return lambda model: resolve_model(model, models_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_vlm_dir(models_dir: Path) -> Path:
     """The tiny Qwen2.5-VL-style model directory."""
     from lpt_utils.tiny_world.models import ensure_model

@@ -54,7 +54,6 @@ def test_llm_judgements_fold_back_per_text_and_missing_counts_are_not_zero():
 def test_judge_texts_through_an_engine_stores_calls(tmp_path, monkeypatch):
     """The LLM path end to end with a scripted engine standing in for the judge model: requests go
     through `run_requests` and the store, so a second call is served without the engine."""
-    from lpt_utils import engines
     from lpt_utils.engines.base import GenerationResult
 
     calls = []
@@ -71,7 +70,7 @@ def test_judge_texts_through_an_engine_stores_calls(tmp_path, monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(engines, "make_engine", lambda cfg, models_dir: Judge())
+    monkeypatch.setattr(bh, "make_engine", lambda cfg, resolve=None: Judge())
     settings = {"judge": "llm", "max_texts": 2, "engine": {"model": "judge", "backend": "vllm"},
                 "sampling": {"temperature": 0.0, "max_new_tokens": 32}}
     items = {"simple": [("s1", "It is red."), ("s2", "It is blue."), ("s3", "It is green.")],

@@ -352,7 +352,10 @@ def test_mmlu_pro_parquet_split_is_text_only_with_ten_options(tmp_path):
 
 
 def test_synthetic_benchmark_is_built_and_read_through_the_vstar_loader(tmp_path):
+    from lpt_utils.tiny_world.plugin import build_benchmark  # the tiny profile's builder plugin
+
     spec = {"path": str(tmp_path / "heldout"), "n_scenes": 4, "seed": 0}
+    build_benchmark(spec, tmp_path / "heldout")
     items, report = load("synthetic", spec, tmp_path)
     assert report.kept == len(items) >= 8 and not report.skipped
     assert {it.category for it in items} == {"direct_attributes", "relative_position"}
@@ -360,7 +363,10 @@ def test_synthetic_benchmark_is_built_and_read_through_the_vstar_loader(tmp_path
     for it, row in zip(items, rows):
         assert it.choices == row["choices"] and it.choices["ABCD".index(it.answer_letter)] == row["answer"]
         assert it.question == row["question"] and Path(it.image_path).exists()
-    # read back without rebuilding
+    # built again: the same bytes, the same items
+    before = (tmp_path / "heldout" / "benchmark.jsonl").read_bytes()
+    build_benchmark(spec, tmp_path / "heldout")
+    assert (tmp_path / "heldout" / "benchmark.jsonl").read_bytes() == before
     again, _ = load("synthetic", {"path": str(tmp_path / "heldout")}, tmp_path)
     assert [a.item_id for a in again] == [b.item_id for b in items]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lpt_utils.engines import EngineConfig, resolve_model
+from lpt_utils import config
+from lpt_utils.engines import EngineConfig
 from lpt_utils.engines.common import model_identity, safe_url
 from lpt_utils.engines.images import capped_size, load_image
 
@@ -29,9 +30,18 @@ def test_invalid_settings_raise(bad):
         EngineConfig(model="m", **bad)
 
 
-def test_resolve_model_passes_ids_and_paths_through(tmp_path: Path):
-    assert resolve_model("Qwen/Qwen2.5-VL-7B-Instruct", tmp_path) == "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert resolve_model(str(tmp_path), tmp_path) == str(tmp_path)
+def test_the_profile_names_the_model_resolver(tmp_path: Path):
+    paper = config.resolve_run("paper", "p", {"paths.outputs": str(tmp_path)})
+    assert paper.resolve_model("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"  # no resolver
+    tiny = config.resolve_run("tiny", "t", {"paths.outputs": str(tmp_path), "paths.models": str(tmp_path / "m"),
+                                            "plugins.model_resolver": "lpt_utils.tiny_world.plugin:resolve_model"})
+    assert tiny.resolve_model(str(tmp_path)) == str(tmp_path)  # not a tiny id: unchanged
+    bad = config.resolve_run("paper", "b", {"paths.outputs": str(tmp_path), "plugins.model_resolver": "no.such:thing"})
+    with pytest.raises(ImportError, match="plugins.model_resolver: cannot import 'no.such'"):
+        bad.resolve_model("x")
+    worse = config.resolve_run("paper", "w", {"paths.outputs": str(tmp_path), "plugins.model_resolver": "lpt_utils"})
+    with pytest.raises(ValueError, match="not a 'module:attribute'"):
+        worse.resolve_model("x")
 
 
 def test_image_cap():

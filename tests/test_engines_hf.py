@@ -14,8 +14,8 @@ S = SamplingSettings
 
 
 @pytest.fixture(scope="module")
-def hf_vlm(models_dir: Path, tiny_vlm_dir: Path):
-    engine = make_engine(EngineConfig(model="tiny:vlm", backend="hf", max_pixels=224 * 224), models_dir)
+def hf_vlm(resolve, tiny_vlm_dir: Path):
+    engine = make_engine(EngineConfig(model="tiny:vlm", backend="hf", max_pixels=224 * 224), resolve)
     yield engine
     engine.close()
 

@@ -65,7 +65,7 @@ def vllm_server(tiny_vlm_dir: Path, tmp_path_factory):
                 proc.wait(10)
 
 
-def test_image_prefix_n2_through_the_real_server(vllm_server, models_dir: Path, tmp_path: Path):
+def test_image_prefix_n2_through_the_real_server(vllm_server, resolve, tmp_path: Path):
     img = tmp_path / "scene.png"
     Image.new("RGB", (640, 480), (20, 20, 200)).save(img)
     content = [{"type": "image", "image": str(img)}, {"type": "text", "text": "what colour is the sphere?"}]
@@ -76,13 +76,13 @@ def test_image_prefix_n2_through_the_real_server(vllm_server, models_dir: Path, 
 
     cfg = EngineConfig(model="tiny:vlm", backend="openai", base_url=vllm_server, max_pixels=224 * 224,
                        timeout_s=60, max_retries=2)
-    http = make_engine(cfg, models_dir)
+    http = make_engine(cfg, resolve)
     sampled, greedy = http.generate([req(n=2, temperature=1.0, max_new_tokens=16), req(max_new_tokens=16)])
     assert len(sampled.texts) == 2 and all(1 <= n <= 16 for n in sampled.num_tokens)
     assert http.token_count_method == "server"  # per-choice token ids from vLLM
     assert all(r in ("stop", "length") for r in sampled.finish_reasons)
 
-    offline = make_engine(EngineConfig(model="tiny:vlm", max_model_len=2048, max_pixels=224 * 224), models_dir)
+    offline = make_engine(EngineConfig(model="tiny:vlm", max_model_len=2048, max_pixels=224 * 224), resolve)
     try:
         [same] = offline.generate([req(max_new_tokens=16)])
     finally:

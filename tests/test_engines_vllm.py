@@ -19,8 +19,8 @@ QUESTION = "what colour is the cube on the left?"
 
 
 @pytest.fixture(scope="module")
-def vlm(models_dir: Path, tiny_vlm_dir: Path):
-    engine = make_engine(EngineConfig(model="tiny:vlm", max_model_len=2048, max_pixels=224 * 224), models_dir)
+def vlm(resolve, tiny_vlm_dir: Path):
+    engine = make_engine(EngineConfig(model="tiny:vlm", max_model_len=2048, max_pixels=224 * 224), resolve)
     yield engine
     engine.close()
 
@@ -121,13 +121,13 @@ def test_batch_mixing_kinds_keeps_order(vlm, image):
     assert out[0].texts == out[3].texts
 
 
-def test_same_engine_seed_same_samples(models_dir: Path, tiny_lm_dir: Path):
+def test_same_engine_seed_same_samples(resolve, tiny_lm_dir: Path):
     cfg = EngineConfig(model="tiny:lm", max_model_len=512, seed=7)
     reqs = [GenerationRequest(prompt=f"the {c} cube", sampling=S(n=2, temperature=1.0, max_new_tokens=12))
             for c in ("red", "blue", "green")]
     runs = []
     for _ in range(2):
-        engine = make_engine(cfg, models_dir)
+        engine = make_engine(cfg, resolve)
         try:
             runs.append([r.texts for r in engine.generate(reqs)])
             if len(runs) == 2:

@@ -422,12 +422,12 @@ def test_a_1920x1080_frame_keeps_twice_the_pixels_of_a_512_longer_side():
     assert side[0] * side[1] / (area[0] * area[1]) == pytest.approx(0.56, abs=0.01)  # 44% fewer pixels
 
 
-def test_benchmark_specs_build_the_synthetic_set_under_the_run(tmp_path):
+def test_benchmark_specs_put_the_synthetic_set_under_the_run(tmp_path):
     run = tiny_settings(tmp_path)
     specs = ev.benchmark_specs(run.settings, run)
     assert list(specs) == ["synthetic"]
     assert specs["synthetic"]["path"] == str(run.stage_dir("sources") / "benchmark_heldout")
-    assert specs["synthetic"]["n_scenes"] == run.settings["data"]["synthetic"]["n_heldout"]
+    assert specs["synthetic"]["n_scenes"] == 40 and run.benchmark_builder("synthetic") is not None
     paper = config.load_profile("paper")
     specs = ev.benchmark_specs(paper, run)
     assert specs["cv_bench"]["path"] == str(Path(run.root) / "data/benchmarks/cv_bench")
@@ -555,7 +555,7 @@ def test_tiny_vlm_answers_the_synthetic_benchmark_through_vllm(tmp_path, tiny_vl
     row = ev.ModelRow("base", str(tiny_vlm_dir), ["direct", "think"])
     prefix = ev.think_prefix(run.settings, str(tiny_vlm_dir))
     assert prefix == "<think>"
-    engine = make_engine(ev.engine_config(run.settings, row.model), run.models_dir)
+    engine = make_engine(ev.engine_config(run.settings, row.model), run.resolve_model)
     try:
         assert "max_pixels=50176" in engine.fingerprint and "min_pixels=256" in engine.fingerprint
         store = tmp_path / "base.jsonl"
@@ -567,7 +567,7 @@ def test_tiny_vlm_answers_the_synthetic_benchmark_through_vllm(tmp_path, tiny_vl
     assert think.answered.mean() >= 0.8  # the tiny student learned the tagged format
     assert (df.num_tokens > 0).all() and set(df.finish_reason) <= {"stop", "length"}
     lines = store.read_text().count("\n")
-    fresh = make_engine(ev.engine_config(run.settings, row.model), run.models_dir)
+    fresh = make_engine(ev.engine_config(run.settings, row.model), run.resolve_model)
     try:
         again = ev.run_model(fresh, row, items, run.settings, RequestStore(store), prefix)
         assert fresh._llm is None  # never started: every answer came from the store

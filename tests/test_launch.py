@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lpt_utils import config, launch, train
+from lpt_utils import config, launch
+from lpt_utils.training import job as tj
 
 
 def test_accelerate_recipe_is_zero3_on_one_node_and_loads_in_accelerate():
@@ -32,30 +33,31 @@ def _paper_section(stage: str) -> dict:
 def test_paper_profile_launches_accelerate_with_zero3(stage):
     from accelerate.commands.launch import launch_command_parser
 
-    s = _paper_section(stage)
-    assert s["launcher"] == "accelerate" and s["precision"] == "bf16"
-    argv = launch.launch_command(stage, Path("/x/job.yaml"), launcher=s["launcher"], num_processes=4,
-                                 precision=s["precision"], python="python")
+    s = tj.StageSettings.from_section(stage, _paper_section(stage))
+    assert s.lpt["launcher"] == "accelerate" and s.bf16
+    argv = launch.launch_command(stage, Path("/x/job.yaml"), launcher=s.lpt["launcher"], num_processes=4,
+                                 bf16=s.bf16, python="python")
     assert argv[:3] == ["python", "-m", "accelerate.commands.launch"]
     args = launch_command_parser().parse_args(argv[3:])
     assert Path(args.config_file) == launch.ACCELERATE_ZERO3
     assert args.num_processes == 4 and args.num_machines == 1 and args.mixed_precision == "bf16"
-    assert args.module and args.training_script == "lpt_utils.train"
+    assert args.module and args.training_script == "lpt_utils.training"
     assert args.training_script_args == [stage, "--config", "/x/job.yaml"]
     # the effective batch of 256 over 4 GPUs: 1 per device x 64 accumulated
-    job = train.make_job(stage, s, model="m", train_file=Path("t.parquet"), sweep_dir=Path("/s"), lr=1e-5, epoch=1,
-                         num_processes=4, ref_model="m")
-    assert (job.per_device_batch_size, job.gradient_accumulation_steps, job.effective_batch_size) == (1, 64, 256)
+    job = tj.make_job(stage, s, model="m", train_file=Path("t.parquet"), sweep_dir=Path("/s"), lr=1e-5, epoch=1,
+                      num_processes=4, use_cpu=False, ref_model="m")
+    assert (job.trl["per_device_train_batch_size"], job.trl["gradient_accumulation_steps"]) == (1, 64)
+    assert job.effective_batch_size == 256 and job.trl["bf16"] is True
 
 
 def test_fp32_under_accelerate_asks_for_no_mixed_precision():
-    argv = launch.launch_command("sft", Path("j.yaml"), launcher="accelerate", num_processes=2, precision="fp32")
+    argv = launch.launch_command("sft", Path("j.yaml"), launcher="accelerate", num_processes=2, bf16=False)
     assert argv[argv.index("--mixed_precision") + 1] == "no"
 
 
 def test_python_launcher_runs_the_module_in_one_process():
     argv = launch.launch_command("dpo", Path("j.yaml"), launcher="python", python="py")
-    assert argv == ["py", "-m", "lpt_utils.train", "dpo", "--config", "j.yaml"]
+    assert argv == ["py", "-m", "lpt_utils.training", "dpo", "--config", "j.yaml"]
     with pytest.raises(ValueError, match="one process"):
         launch.launch_command("dpo", Path("j.yaml"), launcher="python", num_processes=2)
     with pytest.raises(ValueError, match="launcher"):
@@ -86,12 +88,3 @@ def test_run_training_reports_a_failure_with_the_log_tail(tmp_path):
     assert ok == "done" and "step 1" in log.read_text()
     with pytest.raises(RuntimeError, match=r"exit 3[\s\S]*boom"):
         launch.run_training([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], log)
-
-
-def test_cli_refuses_a_job_of_the_other_stage(tmp_path):
-    s = config.load_profile("tiny")["sft"]
-    job = train.make_job("sft", s, model="m", train_file=tmp_path / "t.parquet", sweep_dir=tmp_path, lr=1e-3,
-                         epoch=1, num_processes=1)
-    path = job.save(tmp_path / "job.yaml")
-    with pytest.raises(SystemExit, match="sft job"):
-        train.main(["dpo", "--config", str(path)])

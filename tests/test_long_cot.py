@@ -2,7 +2,7 @@
 
 import pytest
 
-from lpt_utils import long_cot
+from lpt_utils import config, long_cot
 
 LINES = ["(A) red", "(B) blue", "(C) green", "(D) yellow"]
 
@@ -27,11 +27,13 @@ def test_splice_thought(thought, expected):
 
 
 def test_cue_and_separator_are_seeded_per_example():
-    a = long_cot.draw_cue_and_separator(0, "img-q01-s2")
-    assert a == long_cot.draw_cue_and_separator(0, "img-q01-s2")
-    draws = {long_cot.draw_cue_and_separator(0, f"id{i}") for i in range(200)}
-    assert {c for c, _ in draws} == set(long_cot.CUES) and {s for _, s in draws} == {"\n", " "}
-    assert long_cot.draw_cue_and_separator(0, "x", cues=["Wait,"])[0] == "Wait,"
+    paper = config.load_profile("paper")["long_cot"]
+    cues, seps = paper["cues"], paper["separators"]
+    a = long_cot.draw_cue_and_separator(0, "img-q01-s2", cues, seps)
+    assert a == long_cot.draw_cue_and_separator(0, "img-q01-s2", cues, seps)
+    draws = {long_cot.draw_cue_and_separator(0, f"id{i}", cues, seps) for i in range(200)}
+    assert {c for c, _ in draws} == set(cues) and {s for _, s in draws} == {"\n", " "}
+    assert long_cot.draw_cue_and_separator(0, "x", ["Wait,"], seps)[0] == "Wait,"
 
 
 def test_banned_words_match_whole_words_only():
@@ -80,7 +82,8 @@ class _Tok:
 
 @pytest.mark.parametrize("opens", [False, True])
 def test_prompts_write_exactly_one_think_tag(opens):
-    exs = long_cot.examples({MCQ["mcq_id"]: MCQ}, [_simple("s0", "it is blue", True)], seed=0, cues=["Wait,"])
+    exs = long_cot.examples({MCQ["mcq_id"]: MCQ}, [_simple("s0", "it is blue", True)], seed=0, cues=["Wait,"],
+                           separators=["\n", " "])
     ex = long_cot.build_prompts(exs, _Tok(opens))[0]
     assert (ex.prompt + ex.prefix).count("<think>") == 1
     assert ex.prefix.endswith("It is blue.\nWait,") or ex.prefix.endswith("It is blue. Wait,")
@@ -89,7 +92,7 @@ def test_prompts_write_exactly_one_think_tag(opens):
 
 def test_requests_ban_words_in_sampling_only_when_asked():
     exs = long_cot.build_prompts(long_cot.examples({MCQ["mcq_id"]: MCQ}, [_simple("s0", "x", True)], seed=0,
-                                                   cues=["Wait,"]), _Tok(False))
+                                                   cues=["Wait,"], separators=[" "]), _Tok(False))
     banned = ["text", "mental"]
     on = long_cot.requests(exs, {"n": 3, "temperature": 0.6}, banned, ban_in_sampling=True)[0]
     off = long_cot.requests(exs, {"n": 3, "temperature": 0.6}, banned, ban_in_sampling=False)[0]
@@ -98,7 +101,8 @@ def test_requests_ban_words_in_sampling_only_when_asked():
 
 
 def _score(simple_rows, texts_per_example, banned=("text",)):
-    exs = long_cot.build_prompts(long_cot.examples({MCQ["mcq_id"]: MCQ}, simple_rows, seed=0, cues=["Wait,"]),
+    exs = long_cot.build_prompts(long_cot.examples({MCQ["mcq_id"]: MCQ}, simple_rows, seed=0, cues=["Wait,"],
+                                                   separators=[" "]),
                                  _Tok(False))
     results = [SimpleNamespace(texts=t, num_tokens=[5] * len(t), finish_reasons=["stop"] * len(t))
                for t in texts_per_example]

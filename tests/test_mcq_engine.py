@@ -11,12 +11,12 @@ from lpt_utils.engines import EngineConfig, RequestStore, make_engine, run_reque
 pytestmark = pytest.mark.slow
 
 
-def test_writer_and_reformat_pass_on_the_tiny_lm(tmp_path: Path, models_dir: Path):
+def test_writer_and_reformat_pass_on_the_tiny_lm(tmp_path: Path, resolve):
     from lpt_utils.tiny_world.scenes import make_scene_set
 
     recs, report = captions.load_docci(make_scene_set(tmp_path / "scenes", n=4, split="train", seed=3))
     assert report.kept == 4
-    engine = make_engine(EngineConfig(model="tiny:lm", max_model_len=2048), models_dir)
+    engine = make_engine(EngineConfig(model="tiny:lm", max_model_len=2048), resolve)
     try:
         store = RequestStore(tmp_path / "writer.jsonl")
         writer = run_requests(engine, mcq.writer_requests(recs, {"temperature": 0.7, "max_new_tokens": 600}), store)

@@ -231,7 +231,7 @@ def test_05_and_06_train_save_and_plot(tiny_run):
         assert not list((d / "sweep").glob("*/checkpoints/checkpoint-*"))  # optimizer states removed
         assert not list((d / "sweep").glob("*/epoch-*/model"))  # only the kept model remains
     sft = artifacts.read_manifest(run.stage_dir("sft"))
-    assert len(set(artifacts.load_stage(run.stage_dir("sft")).learning_rate)) == len(run.settings["sft"]["learning_rates"])
+    assert len(set(artifacts.load_stage(run.stage_dir("sft")).learning_rate)) == len(run.settings["sft"]["lpt"]["learning_rates"])
     assert sft["counts"]["with_masked_prefix"] == sft["counts"]["by_source"]["X→O"] > 0
     assert artifacts.read_manifest(run.stage_dir("dpo"))["reference_model"] == str(run.stage_dir("sft") / "model")
     for fig in ("05_loss", "05_validation", "06_loss", "06_reward_margins", "06_validation"):

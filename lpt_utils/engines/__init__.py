@@ -2,7 +2,7 @@
 transformers `generate` (fallback), plus a resumable result store.
 
     cfg = EngineConfig(model="tiny:vlm", max_pixels=224 * 224)
-    engine = make_engine(cfg, models_dir)
+    engine = make_engine(cfg, run.resolve_model)   # the resolver turns "tiny:vlm" into a folder
     results = run_requests(engine, requests, RequestStore(path))   # results.stats: RunStats
 
 Backends are imported only when chosen (vLLM is heavy).
@@ -10,21 +10,22 @@ Backends are imported only when chosen (vLLM is heavy).
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Callable
 
 from .base import Engine, GenerationRequest, GenerationResult, SamplingSettings
-from .config import EngineConfig, resolve_model
+from .config import EngineConfig
 from .store import RequestStore, RunResults, RunStats, run_requests
 
 __all__ = [
     "Engine", "EngineConfig", "GenerationRequest", "GenerationResult", "RequestStore", "RunResults",
-    "RunStats", "SamplingSettings", "make_engine", "resolve_model", "run_requests",
+    "RunStats", "SamplingSettings", "make_engine", "run_requests",
 ]
 
 
-def make_engine(cfg: EngineConfig, models_dir: Path) -> Engine:
-    """Build the backend `cfg.backend` for `cfg.model` (tiny models are built on first use)."""
-    model = resolve_model(cfg.model, Path(models_dir))
+def make_engine(cfg: EngineConfig, resolve: Callable[[str], str] | None = None) -> Engine:
+    """Build the backend `cfg.backend` for `cfg.model`, loading what `resolve` (a model resolver, e.g.
+    `Run.resolve_model`) turns the id into; without one, the id as given."""
+    model = resolve(cfg.model) if resolve else cfg.model
     if cfg.backend == "vllm":
         from .vllm_engine import VLLMEngine
 

@@ -9,7 +9,6 @@ variable that holds the key, and the key itself is read from the environment by 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 BACKENDS = ("vllm", "openai", "hf")
@@ -20,8 +19,8 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 class EngineConfig:
     """How to run a model.
 
-    - `model`: a Hugging Face id, a local directory, or ``"tiny:<name>"`` (a tiny model built
-      locally by `lpt_utils.tiny_world.models`); see `resolve_model`.
+    - `model`: a Hugging Face id, a local directory, or an id a model resolver knows (the tiny
+      profile's ``"tiny:vlm"``; `make_engine` takes the resolver, `Run.resolve_model` is the run's).
     - `max_pixels` / `min_pixels`: the image area cap, applied by our own resize before any backend
       sees the image (`lpt_utils.engines.images.capped_size`), so every backend gets the same
       pixels: an image over `max_pixels` is shrunk, one under `min_pixels` enlarged, aspect kept, as
@@ -88,13 +87,3 @@ class EngineConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def resolve_model(model: str, models_dir: Path) -> str:
-    """The path or id a backend should load: ``"tiny:<name>"`` becomes the local directory of that
-    tiny model (built on first use under `models_dir`); anything else is returned unchanged."""
-    if model.startswith("tiny:"):
-        from lpt_utils.tiny_world.models import ensure_model  # lazy: builds with torch
-
-        return str(ensure_model(model[len("tiny:"):], Path(models_dir)))
-    return model

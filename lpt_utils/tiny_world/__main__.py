@@ -16,6 +16,16 @@ import sys
 import time
 from pathlib import Path
 
+from lpt_utils.tiny_world.check import check_in_subprocess
+from lpt_utils.tiny_world.models import (
+    RECIPES,
+    default_models_dir,
+    ensure_model,
+    ensure_tokenizer,
+    prune,
+    recipe_hash,
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lpt_utils.tiny_world")
@@ -26,8 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serial", action="store_true", help="build: one model after the other, in this process")
     args = p.parse_args(argv)
     names = args.only or ["lm", "vlm"]
-
-    from lpt_utils.tiny_world.models import RECIPES, default_models_dir, ensure_model, prune, recipe_hash
 
     models_dir = args.models_dir or str(default_models_dir())
     if args.command == "prune":
@@ -44,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
             path = ensure_model(name, models_dir)
             print(f"{name}: {path} ({time.time() - t0:.0f} s)")
         return 0
-    from lpt_utils.tiny_world.check import check_in_subprocess
-
     report = {name: check_in_subprocess(name, ensure_model(name, models_dir), args.scenes) for name in names}
     print(json.dumps(report, indent=2))
     return 0
@@ -54,8 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 def _build_parallel(names: list[str], models_dir: str) -> int:
     """The shared tokenizer here, then each model in a child process (one thread each); fails when
     any child fails."""
-    from lpt_utils.tiny_world.models import ensure_tokenizer
-
     t0 = time.time()
     print(f"tokenizer: {ensure_tokenizer(models_dir)} ({time.time() - t0:.0f} s)", flush=True)
     env = {**os.environ, "LPT_TINY_THREADS": os.environ.get("LPT_TINY_THREADS", "1")}

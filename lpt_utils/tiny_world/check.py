@@ -20,6 +20,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from lpt_utils import mcq
+from lpt_utils.tiny_world import corpus
+from lpt_utils.tiny_world.questions import grade_mcq, scene_mcqs, template_kind
+from lpt_utils.tiny_world.scenes import describe, iter_split_scenes, render
+from lpt_utils.verify import parse_response, verify
+
 VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
@@ -27,7 +33,7 @@ VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"
 def _llm(model_dir: str | Path, seed: int = 0):
     for k, v in VLLM_ENV.items():
         os.environ.setdefault(k, v)
-    from vllm import LLM
+    from vllm import LLM  # heavy: only when a check runs
 
     return LLM(model=str(model_dir), dtype="float32", enforce_eager=True, max_model_len=2048, seed=seed,
                limit_mm_per_prompt={"image": 1, "video": 0})
@@ -35,7 +41,6 @@ def _llm(model_dir: str | Path, seed: int = 0):
 
 def parse_student(text: str) -> tuple[str, str] | None:
     """(thought, answer) from `<think>` + the sampled continuation, or None (stage 2's parser)."""
-    from lpt_utils.verify import parse_response
 
     p = parse_response("<think>" + text)
     return (p.thought, p.answer) if p.ok else None
@@ -43,13 +48,8 @@ def parse_student(text: str) -> tuple[str, str] | None:
 
 def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, temperature: float = 0.7,
               top_p: float = 0.8, seed: int = 0, llm=None) -> dict[str, Any]:
-    from vllm import SamplingParams
+    from vllm import SamplingParams  # heavy: only when a check runs
 
-    from lpt_utils import mcq
-    from lpt_utils.tiny_world import corpus
-    from lpt_utils.tiny_world.questions import scene_mcqs
-    from lpt_utils.tiny_world.scenes import iter_split_scenes, render
-    from lpt_utils.verify import verify
 
     llm = llm or _llm(model_dir, seed)
     tok = llm.get_tokenizer()
@@ -106,12 +106,8 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
     `writer_agreement_by_kind`: of the valid writer MCQs whose question follows one of the tiny
     world's templates (`questions.grade_mcq`), the share whose answer is right about the scene.
     """
-    from vllm import SamplingParams
+    from vllm import SamplingParams  # heavy: only when a check runs
 
-    from lpt_utils import mcq
-    from lpt_utils.tiny_world import corpus
-    from lpt_utils.tiny_world.questions import grade_mcq, template_kind
-    from lpt_utils.tiny_world.scenes import describe, iter_split_scenes
 
     llm = llm or _llm(model_dir, seed)
     tok = llm.get_tokenizer()

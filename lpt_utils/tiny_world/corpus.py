@@ -23,16 +23,22 @@ truth): the tiny models learn to answer exactly what the stages will send them.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
-
 import re
+from typing import Any, Iterator, Sequence
 
-from lpt_utils import long_cot, mcq
-
+from lpt_utils import evaluation, long_cot, mcq
+from lpt_utils.benchmarks import BenchItem
 from lpt_utils.tiny_world import questions as _q
 from lpt_utils.tiny_world.questions import KINDS, LETTERS, RELATIONS, scene_mcqs
-from lpt_utils.tiny_world.scenes import (CELL_NAMES, COLOURS, NUMBER_WORDS, SHAPES, Scene, describe,
-                                         iter_split_scenes)
+from lpt_utils.tiny_world.scenes import (
+    CELL_NAMES,
+    COLOURS,
+    NUMBER_WORDS,
+    SHAPES,
+    Scene,
+    describe,
+    iter_split_scenes,
+)
 
 # Bump when the examples below change in a way the models should be rebuilt for.
 CORPUS_VERSION = "1"
@@ -265,10 +271,11 @@ def evidence_sentence(scene: Scene, item: dict[str, Any], text: str) -> str:
     return sents[0]
 
 
-def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | None = None,
-                     ) -> tuple[list[dict[str, Any]], str, str]:
-    """(prompt messages, assistant prefix, completion) for stage 3 on one of the scene's MCQs; half
-    the simple thoughts are wrong (a wrong value, half of those about a picture from `others`)."""
+def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | None, cues: Sequence[str],
+                     separators: Sequence[str]) -> tuple[list[dict[str, Any]], str, str]:
+    """(prompt messages, assistant prefix, completion) for stage 3 on one of the scene's MCQs, the
+    prefix ending in one of `cues` (the tiny profile's); half the simple thoughts are wrong (a wrong
+    value, half of those about a picture from `others`)."""
     items = scene_mcqs(scene, rng)
     index = rng.randrange(len(items))
     item = items[index]
@@ -280,7 +287,7 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
         other = rng.choice(others) if others and rng.random() < 0.5 else scene
         simple = thought(wrong, other)
     lines = mcq.choice_lines(row)
-    cue, sep = rng.choice(long_cot.CUES), rng.choice(long_cot.SEPARATORS)
+    cue, sep = rng.choice(list(cues)), rng.choice(list(separators))
     text = describe(scene)
     messages = [{"role": "user", "content": long_cot.user_message(text, row["question"], lines)}]
     prefix = long_cot.assistant_prefix(row["question"], lines, simple, cue, sep, THINK)
@@ -326,9 +333,6 @@ DIRECT_FORMS = (("<answer> ({letter}) </answer>", 0.5), ("({letter})", 0.2), ("(
 def direct_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterator[tuple[dict, list, str]]:
     """(row, prompt messages, completion) for the evaluation's direct prompt on each of the scene's
     ground-truth MCQs (options in a fixed order, "(A) text" lines, as the benchmarks show them)."""
-    from lpt_utils import evaluation
-    from lpt_utils.benchmarks import BenchItem
-
     rng = random.Random(f"tiny-world-direct:{seed}:{scene.id}")
     for i, item in enumerate(scene_mcqs(scene, rng)):
         k = rng.randrange(4)

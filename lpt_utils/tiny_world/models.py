@@ -38,6 +38,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from lpt_utils import mcq
+from lpt_utils.config import load_profile
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.questions import KINDS
 from lpt_utils.tiny_world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, render
@@ -111,7 +113,6 @@ RECIPES: dict[str, Recipe] = {
 
 def prompt_fingerprint() -> str:
     """Hash of the pipeline's prompts as rendered for a fixed example: a template edit rebuilds."""
-    from lpt_utils import mcq
 
     row = {"question": "Q?", "choices": ["a", "b", "c", "d"], "question_type": "recognition",
            "choice_form": next(iter(mcq.CHOICE_FORMS)), "answer_form": next(iter(mcq.ANSWER_FORMS)),
@@ -159,6 +160,14 @@ def tokenizer_hash(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def taught_cues() -> tuple[list[str], list[str]]:
+    """The cues and separators the tiny reasoner is taught: the tiny profile's (`long_cot.cues`,
+    `long_cot.separators`), read from its file, so a run-time override does not rebuild the model:
+    like a real reasoner, it then meets a cue it was not taught."""
+    s = load_profile("tiny")["long_cot"]
+    return list(s["cues"]), list(s["separators"])
+
+
 def long_cot_fingerprint() -> str:
     """Hash of a few stage-3 warm-up examples (prompt, pre-filled prefix, target): a change to stage
     3's templates rebuilds the models that learn it, and only those (the tokenizer and the student
@@ -167,7 +176,7 @@ def long_cot_fingerprint() -> str:
     scenes = corpus.train_scenes(8)
     h = hashlib.sha256()
     for scene in scenes:
-        h.update(json.dumps(corpus.long_cot_example(scene, rng, scenes), sort_keys=True).encode())
+        h.update(json.dumps(corpus.long_cot_example(scene, rng, scenes, *taught_cues()), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -405,7 +414,7 @@ def _build_lm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict[
     scenes = corpus.train_scenes(recipe.train_scenes, recipe.seed)
     makers = {"mcq_writer": corpus.writer_example, "mcq_writer_aligned": corpus.aligned_writer_example,
               "reformat": corpus.reformat_example,
-              "long_cot": lambda scene, rng: corpus.long_cot_example(scene, rng, scenes)}
+              "long_cot": lambda scene, rng: corpus.long_cot_example(scene, rng, scenes, *taught_cues())}
     rng = random.Random(f"tiny-world-lm:{recipe.seed}")
     tasks = [t for t, _ in recipe.tasks]
     weights = [w for _, w in recipe.tasks]
@@ -543,7 +552,9 @@ def make_processor(tok, image_size: int = 224):
     """A Qwen2.5-VL processor (image + video processors, the world tokenizer, its chat template) that
     resizes every image to `image_size` x `image_size` pixels' worth of area."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import (
+        Qwen2VLVideoProcessor,
+    )
 
     area = image_size * image_size
     size = {"shortest_edge": area, "longest_edge": area}

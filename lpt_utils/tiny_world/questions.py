@@ -28,8 +28,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.tiny_world.scenes import (CELL_NAMES, COLOURS, GRID, NUMBER_WORDS, SHAPES, Scene,
-                                         is_unique_name, load_scene_set, make_scene_set)
+from lpt_utils.tiny_world.scenes import (
+    CELL_NAMES,
+    COLOURS,
+    GRID,
+    NUMBER_WORDS,
+    SHAPES,
+    Scene,
+    is_unique_name,
+    load_scene_set,
+    make_scene_set,
+)
 
 KINDS = ("colour", "shape", "occupant", "count", "position", "relation")
 KIND_TYPE = {
