@@ -208,8 +208,8 @@ class SetSize:
 
 
 def columns(record: type) -> tuple[str, ...]:
-    """A record's column names, in order."""
-    return tuple(f.name for f in fields(record))
+    """A record's column names, in order (its fields that are columns: `arrow_schema`)."""
+    return tuple(arrow_schema(record).names)
 
 
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}

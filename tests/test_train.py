@@ -17,14 +17,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from lpt_utils import artifacts, config, launch, mcq
+from lpt_utils import config, launch, mcq
+from lpt_utils.tiny_world import corpus
+from lpt_utils.tiny_world.scenes import load_scene_set, make_scene_set
 from lpt_utils.training import data as td
 from lpt_utils.training import job as tj
 from lpt_utils.training import sweep as ts
 from lpt_utils.training import validation as tv
 from lpt_utils.training import weights as tw
-from lpt_utils.tiny_world import corpus
-from lpt_utils.tiny_world.scenes import load_scene_set, make_scene_set
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE_PX = 224 * 224
@@ -46,7 +46,9 @@ def build_training_data(run_dir: Path, *, n_train: int = 4, n_val: int = 2, per_
             if k >= per_scene:
                 break
             if i >= n_train:
-                val.append({**row, "is_valid": True})
+                val.append({**{k: v for k, v in row.items() if k != "kind"}, "description": "", "item_index": k,
+                            "is_valid": True, "invalid_reason": "", "raw_response": "", "reformatted_response": "",
+                            "raw_item": ""})
                 continue
             wrong_letter = next(x for x in "ABCD" if x != row["answer_letter"])
             wrong = row["choices"]["ABCD".index(wrong_letter)]
@@ -55,11 +57,12 @@ def build_training_data(run_dir: Path, *, n_train: int = 4, n_val: int = 2, per_
             recovered = prefix + " Wait," + completion
             wrong_turn = f"{prefix} </think> <answer> {mcq.answer_in_form(row, wrong_letter)} </answer>"
             base = {"mcq_id": row["mcq_id"], "image_id": row["image_id"], "image_path": img,
-                    "system": msgs[0]["content"], "user": msgs[1]["content"][1]["text"]}
-            sft.append({"id": f"{row['mcq_id']}-O", **base, "assistant": right_turn, "assistant_prefix": "",
+                    "system": msgs[0]["content"], "user": msgs[1]["content"][1]["text"], "extra_metadata": "{}"}
+            ids = {"simple_cot_id": f"{row['mcq_id']}-s", "long_cot_id": ""}
+            sft.append({"id": f"{row['mcq_id']}-O", **base, **ids, "assistant": right_turn, "assistant_prefix": "",
                         "source": "O", "num_tokens": 40})
-            sft.append({"id": f"{row['mcq_id']}-XO", **base, "assistant": recovered, "assistant_prefix": prefix,
-                        "source": "X→O", "num_tokens": 48})
+            sft.append({"id": f"{row['mcq_id']}-XO", **base, **ids, "long_cot_id": f"{row['mcq_id']}-l",
+                        "assistant": recovered, "assistant_prefix": prefix, "source": "X→O", "num_tokens": 48})
             dpo_o.append({"id": f"{row['mcq_id']}-o", **base, "chosen": right_turn, "rejected": wrong_turn,
                           "pair_type": "O>X", "family": "O"})
             dpo_xo.append({"id": f"{row['mcq_id']}-xo", **base, "chosen": recovered, "rejected": wrong_turn,
@@ -71,8 +74,8 @@ def build_training_data(run_dir: Path, *, n_train: int = 4, n_val: int = 2, per_
     pd.DataFrame(dpo_o).to_parquet(out / "dpo_O.parquet", index=False)
     pd.DataFrame(dpo_xo).to_parquet(out / "dpo_XO.parquet", index=False)
     pd.DataFrame(val).to_parquet(out / "val_mcqs.parquet", index=False)
-    artifacts.write_stage(out, [{"set": "sft_long", "rows": len(sft)}], stage="04_training_data",
-                          settings_hash="hand-built")
+    pd.DataFrame([{"set": "sft_long", "rows": len(sft)}]).to_parquet(out / "data.parquet", index=False)
+    (out / "manifest.json").write_text(json.dumps({"stage": "04_training_data", "settings_hash": "hand-built"}))
     return out
 
 

@@ -179,6 +179,17 @@ def test_tiny_sections_train_fp32_on_one_process():
     assert args.loss_type == ["sigmoid", "sft"] and args.loss_weights == [1.0, 0.5] and args.beta == 1.0  # paper's
 
 
+def test_bf16_follows_trl_when_the_profile_is_silent():
+    s = _section("paper", "sft")
+    del s["bf16"]
+    st = tj.StageSettings.from_section("sft", s)
+    job = tj.make_job("sft", st, model="m", train_file=Path("t"), sweep_dir=Path("/s"), lr=1e-5, epoch=1,
+                      num_processes=4, use_cpu=True)
+    assert st.bf16 and job.bf16 and tj.trl_config(job).bf16  # TRL's default: bf16 unless fp16
+    s["fp16"] = True
+    assert not tj.StageSettings.from_section("sft", s).bf16
+
+
 def test_every_profile_section_is_valid():
     for name in config.available_profiles():
         settings = config.load_profile(name)

@@ -19,7 +19,8 @@ The work is split at the process boundary:
 
 The profile sections hold TRL's keys as they are (checked against `dataclasses.fields(SFTConfig)` /
 `DPOConfig`) and one sub-section, `lpt:`, of this project's settings (the sweep, validation, data
-choice, launcher, image cap...); `job.check_section` names any key it does not know.
+choice, launcher, image cap...); `job.StageSettings.from_section` names any key it does not know, with
+its section and the closest known name.
 
 Modules: `data` (contract, rendering, collators), `job` (profile section -> job file -> trainer -> one
 epoch), `sweep` (sweep, resume, keep best, `run_sweep`), `validation`, `weights`, `__main__` (CLI).

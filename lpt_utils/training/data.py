@@ -29,19 +29,15 @@ import pandas as pd
 
 from lpt_utils.artifacts import Funnel
 from lpt_utils.engines.images import load_image
+from lpt_utils.records import DPO_COLUMNS, MCQ, SFT_COLUMNS, columns
 
 # ----------------------------------------------------------------------------- the input contract
 
 SFT_FILES = ("sft_long", "sft_simple", "sft_published")
 DPO_FAMILIES = ("O", "X→O")
-SFT_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "assistant", "assistant_prefix",
-               "source")
-DPO_COLUMNS = ("id", "mcq_id", "image_id", "image_path", "system", "user", "chosen", "rejected", "pair_type",
-               "family")
 DPO_FILE = {"O": "dpo_O", "X→O": "dpo_XO"}
 VAL_FILE = "val_mcqs"
-VAL_COLUMNS = ("mcq_id", "image_id", "image_path", "question", "choices", "answer_letter", "question_type",
-               "choice_form", "answer_form")
+VAL_COLUMNS = columns(MCQ)  # the held-out MCQs are stage 1's rows
 
 
 def _read_parquet(path: Path, columns: Iterable[str], what: str) -> pd.DataFrame:

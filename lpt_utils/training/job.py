@@ -188,7 +188,7 @@ class StageSettings:
 
     @property
     def bf16(self) -> bool:
-        return bool(self.trl.get("bf16"))
+        return trains_in_bf16(self.trl)
 
     def accumulation(self, num_processes: int) -> int:
         """Gradient accumulation steps with `num_processes` training processes."""
@@ -213,6 +213,13 @@ class StageSettings:
         if self.stage == "sft":
             args["completion_only_loss"] = True
         return args
+
+
+def trains_in_bf16(trl: dict[str, Any]) -> bool:
+    """Whether TRL's config built from `trl` trains in bf16: `bf16` as stated; unstated (or null), TRL's
+    configs take it as `not fp16`."""
+    bf16 = trl.get("bf16")
+    return bool(bf16) if bf16 is not None else not trl.get("fp16", False)
 
 
 def _trl_default(stage: str, name: str) -> Any:
@@ -287,7 +294,7 @@ class TrainJob:
 
     @property
     def bf16(self) -> bool:
-        return bool(self.trl.get("bf16"))
+        return trains_in_bf16(self.trl)
 
     @property
     def effective_batch_size(self) -> int:
@@ -388,7 +395,7 @@ def build_trainer(job: TrainJob, callbacks: list | None = None, resume: Path | N
     args = trl_config(job)  # before loading: DeepSpeed ZeRO-3 partitions at load time
     processor = AutoProcessor.from_pretrained(job.model)
     start = str(resume) if resume is not None and _has_weights(resume) else job.model
-    model = load_vlm(start, job.bf16)
+    model = load_vlm(start, args.bf16)
     frozen = freeze_vision(model, job.frozen_modules)
     data = datasets.Dataset.from_parquet(job.train_file)
     if job.stage == "sft":
@@ -402,7 +409,7 @@ def build_trainer(job: TrainJob, callbacks: list | None = None, resume: Path | N
         from trl import DPOTrainer
 
         cls = _resuming(DPOTrainer) if resume is not None else DPOTrainer
-        ref = load_vlm(job.ref_model or job.model, job.bf16)
+        ref = load_vlm(job.ref_model or job.model, args.bf16)
         ref.requires_grad_(False)
         keep = ["prompt", "chosen", "rejected", "images"]
         trainer = cls(model=model, ref_model=ref, args=args, train_dataset=data.select_columns(keep),
