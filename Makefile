@@ -39,7 +39,7 @@ reproduce: models
 
 # Re-render every figure of a finished run from its artifacts (no model is called).
 figures: setup
-	$(BIN)/python -m lpt_utils.figures --run $(RUN)
+	$(BIN)/python -m lpt_utils.viz.figures --run $(RUN)
 
 test: models
 	bash scripts/ensure_chromium.sh  # Debian's chromium (as root) for the exported-page render test

@@ -67,14 +67,14 @@ class SimpleCoT:
     answer: str
     answer_letter: str  # the right option's letter
     named_letter: str  # the option the answer names under the strict rule ("" when none or ambiguous)
-    match: str  # how the strict rule read the answer (lpt_utils.verify.Verdict.how)
+    match: str  # how the strict rule read the answer (lpt_utils.pipeline.verify.Verdict.how)
     match_released: str  # how the released rule read it
     correct_strict: bool
     correct_released: bool
     rule: str  # the rule that labels the row (the profile's `simple_cot.rule`)
     is_correct: bool  # the verdict of `rule`
     label: str  # "O" (right) or "X" (wrong); "" when unparsable
-    shape: str  # how the response is laid out (lpt_utils.verify.SHAPES)
+    response_shape: str  # how the response is laid out (lpt_utils.pipeline.verify.SHAPES)
     num_tokens: int
     finish_reason: str
     kept: bool
@@ -113,7 +113,7 @@ class LongCoT:
     correct_released: bool
     rule: str  # the rule that labels the transition (the profile's `long_cot.rule`)
     is_correct: bool  # the verdict of `rule`
-    shape: str  # how the continuation is laid out (lpt_utils.verify.SHAPES, or "empty_added_thought")
+    response_shape: str  # how the continuation is laid out (lpt_utils.pipeline.verify.SHAPES, or "empty_added_thought")
     transition: str  # O→O | O→X | X→O | X→X ("" when unparsable)
     num_tokens: int  # tokens the reasoning model generated
     finish_reason: str

@@ -35,7 +35,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lpt_utils.artifacts import DATA_FILE, MANIFEST_FILE, Funnel, data_hash, settings_hash
+from lpt_utils.artifacts import (
+    DATA_FILE,
+    MANIFEST_FILE,
+    Funnel,
+    data_hash,
+    settings_hash,
+)
 from lpt_utils.records import MCQ, LongCoT, Prediction, SetSize, SimpleCoT, arrow_schema
 
 PARTS_DIR = "parts"

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from lpt_utils import behaviours as bh
+from lpt_utils.pipeline import behaviours as bh
 
 LABELLED = [  # (text, behaviours it shows)
     ("I see a red cup. So the answer is red.", set()),

@@ -88,8 +88,8 @@ def test_cv_bench_reads_both_parquets_and_writes_images_once(tmp_path):
 
 
 def test_cv_bench_fixture_gives_the_authors_aggregate_end_to_end(tmp_path):
-    from lpt_utils import evaluation as ev
     from lpt_utils.engines.base import GenerationResult
+    from lpt_utils.pipeline import evaluation as ev
 
     items, report = load("cv_bench", {"path": str(DATA / "cv_bench")}, tmp_path)
     assert report.kept == report.total == 12 and not report.notes
@@ -352,7 +352,9 @@ def test_mmlu_pro_parquet_split_is_text_only_with_ten_options(tmp_path):
 
 
 def test_synthetic_benchmark_is_built_and_read_through_the_vstar_loader(tmp_path):
-    from lpt_utils.tiny_world.plugin import build_benchmark  # the tiny profile's builder plugin
+    from lpt_utils.tiny_world.plugin import (
+        build_benchmark,  # the tiny profile's builder plugin
+    )
 
     spec = {"path": str(tmp_path / "heldout"), "n_scenes": 4, "seed": 0}
     build_benchmark(spec, tmp_path / "heldout")

@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from lpt_utils import captions
+from lpt_utils.pipeline import captions
 
 
 def _img(path, colour="red"):

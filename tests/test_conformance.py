@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lpt_utils import evaluation
-from lpt_utils.verify import SHAPES, parse_response, verdicts
+from lpt_utils.pipeline import evaluation
+from lpt_utils.pipeline.verify import SHAPES, parse_response, verdicts
 
 CORPUS = Path(__file__).parent / "data" / "conformance.yaml"
 CASES = yaml.safe_load(CORPUS.read_text())["cases"]

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lpt_utils.engines import EngineConfig, GenerationRequest, SamplingSettings, make_engine
+from lpt_utils.engines import (
+    EngineConfig,
+    GenerationRequest,
+    SamplingSettings,
+    make_engine,
+)
 
 S = SamplingSettings
 

@@ -16,7 +16,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_server import FaultServer  # noqa: E402
-from lpt_utils.engines import EngineConfig, GenerationRequest, RequestStore, SamplingSettings, run_requests  # noqa: E402
+
+from lpt_utils.engines import (  # noqa: E402
+    EngineConfig,
+    GenerationRequest,
+    RequestStore,
+    SamplingSettings,
+    run_requests,
+)
 from lpt_utils.engines.openai_engine import EngineRequestError, OpenAIEngine  # noqa: E402
 
 

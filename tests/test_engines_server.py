@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lpt_utils.engines import EngineConfig, GenerationRequest, SamplingSettings, make_engine
+from lpt_utils.engines import (
+    EngineConfig,
+    GenerationRequest,
+    SamplingSettings,
+    make_engine,
+)
 
 pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 300

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lpt_utils.engines import EngineConfig, GenerationRequest, SamplingSettings, make_engine
+from lpt_utils.engines import (
+    EngineConfig,
+    GenerationRequest,
+    SamplingSettings,
+    make_engine,
+)
 
 S = SamplingSettings
 QUESTION = "what colour is the cube on the left?"
@@ -76,19 +81,24 @@ def test_prefix_is_in_the_prompt_not_in_the_text(vlm, tokenizer):
     assert chat.texts == raw.texts == raw_split.texts
 
 
+# What the tiny student opens its thoughts with: greedy decoding then writes text to stop on (after a
+# bare "<think>" it may close the turn at once).
+THOUGHT = "<think> I see"
+
+
 def test_stop_strings_cut_before_the_stop(vlm, image):
-    [free] = vlm.generate([image_chat(image, max_new_tokens=24)])
+    [free] = vlm.generate([image_chat(image, THOUGHT, max_new_tokens=24)])
     text = free.texts[0]
     usable = [c for c in text[len(text) // 2:] if c != "\ufffd" and (c.isprintable() or c in " \n")]
     assert usable, f"no character to stop on in {text!r}"
     stop = usable[0]
-    [cut] = vlm.generate([image_chat(image, max_new_tokens=24, stop=(stop,))])
+    [cut] = vlm.generate([image_chat(image, THOUGHT, max_new_tokens=24, stop=(stop,))])
     assert cut.texts[0] == text[: text.find(stop)]
     assert cut.finish_reasons == ["stop"] and cut.num_tokens[0] <= free.num_tokens[0]
 
 
 def test_bad_words_are_never_generated(vlm, image, tokenizer):
-    [free] = vlm.generate([image_chat(image, max_new_tokens=24)])
+    [free] = vlm.generate([image_chat(image, THOUGHT, max_new_tokens=24)])
     ids = tokenizer.encode(free.texts[0], add_special_tokens=False)
     words = [tokenizer.decode([i]) for i in ids]
     banned = next((w for w in words if w.strip() and w == w.lstrip()
@@ -97,7 +107,7 @@ def test_bad_words_are_never_generated(vlm, image, tokenizer):
     if banned is None:
         pytest.skip(f"no single-token word in {free.texts[0]!r}")
     banned_id = tokenizer.encode(banned, add_special_tokens=False)[0]
-    [res] = vlm.generate([image_chat(image, max_new_tokens=24, bad_words=(banned,))])
+    [res] = vlm.generate([image_chat(image, THOUGHT, max_new_tokens=24, bad_words=(banned,))])
     assert res.texts != free.texts
     assert banned_id not in tokenizer.encode(res.texts[0], add_special_tokens=False)
 

@@ -1,4 +1,4 @@
-"""Evaluation (lpt_utils.evaluation): prompts, extraction, scoring, aggregation under both rules, the
+"""Evaluation (lpt_utils.pipeline.evaluation): prompts, extraction, scoring, aggregation under both rules, the
 results tables (the released rule's beside the paper's numbers, the strict rule's after it), the
 CV-Bench authors' aggregate, re-scoring from saved predictions, the profiles' evaluation settings and
 the image area cap, model rows and difficulty halves."""
@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lpt_utils import config, evaluation as ev
+from lpt_utils import config
 from lpt_utils.benchmarks import BenchItem
 from lpt_utils.engines.base import GenerationResult
+from lpt_utils.pipeline import evaluation as ev
 
 ITEM = BenchItem("vstar", "7", "What colour is the cup?", ["red", "blue", "green", "white"], "B",
                  category="direct_attributes", image_path="/img.png")

@@ -14,11 +14,12 @@ import pytest
 from conftest import CHROMIUM_FLAGS
 from PIL import Image
 
-from lpt_utils import config, inspector
-from lpt_utils.inspector import Filters
+from lpt_utils import config
+from lpt_utils.pipeline.training_data import write_sets
 from lpt_utils.records import MCQ, LongCoT, SimpleCoT
 from lpt_utils.stages import Stage
-from lpt_utils.training_data import write_sets
+from lpt_utils.viz import inspector
+from lpt_utils.viz.inspector import Filters
 
 RED = (220, 20, 20)
 
@@ -48,7 +49,7 @@ def _simple(mcq_id, k, label, thought, drop=""):
         raw_text=f"<think>{thought}</think><answer>(A)</answer>", thought=thought,
         answer="(B)" if label == "O" else "(A)", answer_letter="B", named_letter="B" if label == "O" else "A",
         match="letter", match_released="letter_form", correct_strict=label == "O", correct_released=label == "O",
-        rule="strict", is_correct=label == "O", label=label, shape="think_answer", num_tokens=12,
+        rule="strict", is_correct=label == "O", label=label, response_shape="think_answer", num_tokens=12,
         finish_reason="stop", kept=not drop, drop_reason=drop))
 
 
@@ -60,7 +61,7 @@ def _long(simple_id, k, transition, cue, added, hits=(), drop=""):
         added_thought=added, long_thought=f"t {cue} {added}", summary="",
         answer="(B)" if transition[-1] == "O" else "(A)", answer_letter="B", named_letter="", match="letter",
         match_released="letter_form", correct_strict=transition[-1] == "O", correct_released=transition[-1] == "O",
-        rule="strict", is_correct=transition[-1] == "O", shape="think_answer", transition=transition, num_tokens=20, finish_reason="stop", banned_hits=list(hits), kept=not drop,
+        rule="strict", is_correct=transition[-1] == "O", response_shape="think_answer", transition=transition, num_tokens=20, finish_reason="stop", banned_hits=list(hits), kept=not drop,
         drop_reason=drop))
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lpt_utils import config, launch
+from lpt_utils import config
 from lpt_utils.training import job as tj
+from lpt_utils.training import launch
 
 
 def test_accelerate_recipe_is_zero3_on_one_node_and_loads_in_accelerate():

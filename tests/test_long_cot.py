@@ -2,7 +2,8 @@
 
 import pytest
 
-from lpt_utils import config, long_cot
+from lpt_utils import config
+from lpt_utils.pipeline import long_cot
 
 LINES = ["(A) red", "(B) blue", "(C) green", "(D) yellow"]
 

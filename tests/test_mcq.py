@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from lpt_utils import mcq
+from lpt_utils.pipeline import mcq
 
 
 def tagged(question="What colour is the ball?", choices="(A) red (B) blue (C) green (D) yellow",
@@ -159,7 +159,7 @@ def test_reformat_modes_select_responses():
 
 
 def test_build_mcqs_parses_reformatted_text_where_present():
-    from lpt_utils.captions import CaptionRecord
+    from lpt_utils.pipeline.captions import CaptionRecord
 
     recs = [CaptionRecord("img0", "/a.png", "d0"), CaptionRecord("img1", "/b.png", "d1")]
     writer = [_result("1. " + tagged(), 0), _result("unparsable prose", 1)]

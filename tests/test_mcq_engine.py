@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lpt_utils import captions, mcq
 from lpt_utils.engines import EngineConfig, RequestStore, make_engine, run_requests
+from lpt_utils.pipeline import captions, mcq
 
 pytestmark = pytest.mark.slow
 

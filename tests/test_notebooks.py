@@ -133,7 +133,7 @@ def test_03_writes_long_cots_with_all_four_transitions(tiny_run):
     # least a third of what parses, the description named in some re-checks (dropped by the filter),
     # and what fails to parse is only what the token limit cut off.
     parsed = df[df.drop_reason != "unparsable"]
-    assert (parsed.shape == "think_summary_answer").mean() >= 1 / 3
+    assert (parsed.response_shape == "think_summary_answer").mean() >= 1 / 3
     assert (df.drop_reason == "banned word").sum() > 0
     # (a tiny model slips now and then: at most 1% may stop without closing its thought)
     assert ((df.drop_reason == "unparsable") & (df.finish_reason != "length")).mean() <= 0.01
@@ -161,8 +161,8 @@ def test_04_writes_the_training_sets(tiny_run):
     manifest = artifacts.read_manifest(stage)
     import pandas as pd
 
-    from lpt_utils import sharegpt
-    from lpt_utils.training_data import DPO_COLUMNS, SFT_COLUMNS
+    from lpt_utils.pipeline import sharegpt
+    from lpt_utils.pipeline.training_data import DPO_COLUMNS, SFT_COLUMNS
 
     sft = pd.read_parquet(stage / "sft_long.parquet")
     assert tuple(sft.columns) == SFT_COLUMNS and sft.id.is_unique
@@ -186,8 +186,9 @@ def test_04_writes_the_training_sets(tiny_run):
 def test_figures_rerender_from_artifacts_without_a_model(tiny_run, tmp_path, monkeypatch):
     import shutil
 
-    from lpt_utils import engines, figures
+    from lpt_utils import engines
     from lpt_utils.config import open_run
+    from lpt_utils.viz import figures
 
     run, _ = tiny_run
     monkeypatch.setattr(engines, "make_engine", lambda *a, **k: pytest.fail("figures called a model"))
@@ -296,9 +297,9 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path, chromium):
     import time
     import urllib.request
 
-    from lpt_utils import inspector
-
     from conftest import CHROMIUM_FLAGS
+
+    from lpt_utils.viz import inspector
 
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     run, _ = tiny_run

@@ -1,9 +1,9 @@
 """environment.yml (GPU conda env) names the same packages and pins as pyproject's base + cuda extra."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

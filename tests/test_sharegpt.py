@@ -1,4 +1,4 @@
-"""The sharegpt export and the importers (`lpt_utils.sharegpt`): the export obeys what LLaMA-Factory's
+"""The sharegpt export and the importers (`lpt_utils.pipeline.sharegpt`): the export obeys what LLaMA-Factory's
 sharegpt loader requires (checked by a validator written here from its documented rules, since
 LLaMA-Factory is not a dependency), its image paths survive copying the run folder, the stock variant
 trains no token of a wrong thought, and the authors' released files keep every id on the way in and
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lpt_utils import sharegpt
-from lpt_utils.training_data import build_dpo, build_sft, Trace
+from lpt_utils.pipeline import sharegpt
+from lpt_utils.pipeline.training_data import Trace, build_dpo, build_sft
 
 RELEASE = Path(__file__).parent / "data" / "release"
 AUTHORS_IMAGES = "/home/andrew/LongPerceptualThoughts/data_gen/caption_datasets/docci/images/"
@@ -130,7 +130,7 @@ def _world(images: Path) -> tuple[list, dict]:
 
 
 def _sets(images: Path, layout: str = "lines") -> dict[str, tuple[str, list]]:
-    from lpt_utils.training_data import TurnFormat
+    from lpt_utils.pipeline.training_data import TurnFormat
 
     traces, mcqs = _world(images)
     fmt = TurnFormat(layout=layout)
@@ -199,7 +199,7 @@ def test_a_stray_image_token_is_refused(tmp_path):
 
 def test_the_export_still_finds_every_image_after_the_run_folder_is_copied(tmp_path):
     from lpt_utils import config
-    from lpt_utils.training_data import write_training_data
+    from lpt_utils.pipeline.training_data import write_training_data
 
     run = tmp_path / "outputs" / "r1"
     (run / "00_scenes").mkdir(parents=True)

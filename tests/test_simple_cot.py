@@ -2,8 +2,8 @@
 
 import json
 
-from lpt_utils import simple_cot
 from lpt_utils.engines.base import GenerationResult
+from lpt_utils.pipeline import simple_cot
 
 MCQ = {"mcq_id": "img-q00", "image_id": "img", "image_path": "/img.png", "question": "What colour?",
        "choices": ["red", "blue", "green", "yellow"], "answer": "blue", "answer_letter": "B",

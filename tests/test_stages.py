@@ -32,7 +32,7 @@ def _simple(mcq_ids):
         mcq_id=m, response_id=f"{m}-s0", image_id="i", image_path="x.png", question_type="recognition",
         raw_text="<think>t</think><answer>A</answer>", thought="t", answer="A", answer_letter="A",
         named_letter="A", match="letter", match_released="letter", correct_strict=True, correct_released=True,
-        rule="strict", is_correct=True, label="O", shape="think_answer", num_tokens=3, finish_reason="stop",
+        rule="strict", is_correct=True, label="O", response_shape="think_answer", num_tokens=3, finish_reason="stop",
         kept=True, drop_reason="")) for m in mcq_ids])
 
 

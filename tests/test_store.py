@@ -20,7 +20,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lpt_utils.engines import GenerationRequest, GenerationResult, RequestStore, SamplingSettings, run_requests  # noqa: E402
+from lpt_utils.engines import (  # noqa: E402
+    GenerationRequest,
+    GenerationResult,
+    RequestStore,
+    SamplingSettings,
+    run_requests,
+)
 
 
 class CountingEngine:

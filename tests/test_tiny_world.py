@@ -13,13 +13,36 @@ from dataclasses import replace
 
 import pytest
 
-from lpt_utils import mcq
+from lpt_utils.pipeline import mcq
 from lpt_utils.tiny_world import corpus
-from lpt_utils.tiny_world.questions import KINDS, LETTERS, grade_mcq, make_benchmark, scene_mcqs, template_kind
-from lpt_utils.tiny_world.scenes import (CELL_NAMES, COLOURS, GRID, SHAPES, Scene, describe, load_scene_set,
-                                         make_scene_set, render, sample_scene, signature_split)
-from lpt_utils.tiny_world.tokenizer import (ADDED_TOKENS, CHAT_TEMPLATE, SPECIAL_TOKENS, build_tokenizer,
-                                            render_chat)
+from lpt_utils.tiny_world.questions import (
+    KINDS,
+    LETTERS,
+    grade_mcq,
+    make_benchmark,
+    scene_mcqs,
+    template_kind,
+)
+from lpt_utils.tiny_world.scenes import (
+    CELL_NAMES,
+    COLOURS,
+    GRID,
+    SHAPES,
+    Scene,
+    describe,
+    load_scene_set,
+    make_scene_set,
+    render,
+    sample_scene,
+    signature_split,
+)
+from lpt_utils.tiny_world.tokenizer import (
+    ADDED_TOKENS,
+    CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    build_tokenizer,
+    render_chat,
+)
 
 # ----------------------------------------------------------------------------- scenes
 
@@ -86,7 +109,7 @@ def test_scene_set_is_docci_shaped_and_splits_are_disjoint(tmp_path):
 
 
 def test_scene_set_loads_through_the_docci_loader(tmp_path):
-    from lpt_utils.captions import load_docci
+    from lpt_utils.pipeline.captions import load_docci
 
     folder = make_scene_set(tmp_path / "s", 5, "train", seed=0)
     records, _ = load_docci(folder, split="train")
@@ -247,8 +270,8 @@ def test_chat_template_matches_the_qwen_layout(tok):
 
 
 def test_student_examples_use_the_stage2_prompt_and_parse():
+    from lpt_utils.pipeline.verify import verify
     from lpt_utils.tiny_world.check import parse_student
-    from lpt_utils.verify import verify
 
     for scene in corpus.train_scenes(30):
         for row, msgs, completion in corpus.student_examples(scene):

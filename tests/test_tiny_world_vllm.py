@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _LOAD = r"""
 import json, sys
 from vllm import LLM, SamplingParams
-from lpt_utils import mcq
+from lpt_utils.pipeline import mcq
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.questions import scene_mcqs
 from lpt_utils.tiny_world.scenes import render, sample_scene

@@ -17,11 +17,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from lpt_utils import config, launch, mcq
+from lpt_utils import config
+from lpt_utils.pipeline import mcq
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.scenes import load_scene_set, make_scene_set
 from lpt_utils.training import data as td
 from lpt_utils.training import job as tj
+from lpt_utils.training import launch
 from lpt_utils.training import sweep as ts
 from lpt_utils.training import validation as tv
 from lpt_utils.training import weights as tw

@@ -5,8 +5,17 @@ from collections import Counter
 
 import pytest
 
-from lpt_utils.training_data import (Trace, assistant_turn, build_dpo, build_sft, dedup_pairs, dpo_pairs,
-                                     length_weights, split_validation, subsample)
+from lpt_utils.pipeline.training_data import (
+    Trace,
+    assistant_turn,
+    build_dpo,
+    build_sft,
+    dedup_pairs,
+    dpo_pairs,
+    length_weights,
+    split_validation,
+    subsample,
+)
 
 
 def _mcq(i):
@@ -151,7 +160,7 @@ def test_write_training_data_with_the_published_set(tmp_path):
     import pandas as pd
 
     from lpt_utils import config
-    from lpt_utils.training_data import write_training_data
+    from lpt_utils.pipeline.training_data import write_training_data
 
     (tmp_path / "docci" / "images").mkdir(parents=True)
     (tmp_path / "docci" / "images" / "train_00001.jpg").write_bytes(b"jpg")
@@ -191,7 +200,7 @@ def test_assistant_turn_format():
 
 
 def test_turn_layouts_and_the_prefix_follow_the_same_layout():
-    from lpt_utils.training_data import TurnFormat
+    from lpt_utils.pipeline.training_data import TurnFormat
 
     inline = TurnFormat(layout="inline")
     assert inline.turn(" It is red. Wait, blue. ", "(B)") == "<think> It is red. Wait, blue. </think> <answer> (B) </answer>"

@@ -2,8 +2,14 @@
 
 import pytest
 
-from lpt_utils.verify import (Extracted, extract_answer, parse_response, released_choice_texts, verdicts,
-                              verify)
+from lpt_utils.pipeline.verify import (
+    Extracted,
+    extract_answer,
+    parse_response,
+    released_choice_texts,
+    verdicts,
+    verify,
+)
 
 CHOICES = ["red", "blue", "green square", "yellow"]
 

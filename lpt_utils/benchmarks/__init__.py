@@ -5,12 +5,20 @@
 
 Adding a benchmark = adding one module with a `load(spec, work_dir)` that reads the published files
 into `BenchItem`s, a `Task(...)` record, and its line in `TASKS` below. Prompts, extraction, scoring
-and aggregation are shared (`lpt_utils.evaluation`).
+and aggregation are shared (`lpt_utils.pipeline.evaluation`).
 """
 
 from __future__ import annotations
 
-from lpt_utils.benchmarks import cv_bench, mme_realworld, mmlu_pro, mmstar, mmvp, synthetic, vstar
+from lpt_utils.benchmarks import (
+    cv_bench,
+    mme_realworld,
+    mmlu_pro,
+    mmstar,
+    mmvp,
+    synthetic,
+    vstar,
+)
 from lpt_utils.benchmarks.base import BenchItem, LoadReport, Task
 
 # In the paper's column order (then the text-only MMLU-Pro, then the tiny profile's own benchmark).

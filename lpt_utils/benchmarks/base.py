@@ -5,7 +5,7 @@ A task (one module per benchmark, in the spirit of lmms-eval's tasks) is: where 
 and in which layout (`Task.layout`), a `load(spec, work_dir)` that reads the published files into
 `BenchItem`s, and how its score aggregates (`Task.aggregate`: the mean of per-category accuracies,
 or plain accuracy). Prompts, answer extraction and scoring are the same for every task and live in
-`lpt_utils.evaluation`, so a task only has to say what its records mean.
+`lpt_utils.pipeline.evaluation`, so a task only has to say what its records mean.
 
 Loaders never crash on one bad record: a record with a missing or unreadable image, options that do
 not parse or an answer that names no option is skipped and counted by reason in a `LoadReport`.

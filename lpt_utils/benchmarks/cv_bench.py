@@ -22,8 +22,18 @@ from typing import Any
 
 import pandas as pd
 
-from lpt_utils.benchmarks.base import (BenchItem, LoadReport, Task, as_list, check_item, find_files,
-                                       letter, read_parquet_rows, require_dir, resolve_image)
+from lpt_utils.benchmarks.base import (
+    BenchItem,
+    LoadReport,
+    Task,
+    as_list,
+    check_item,
+    find_files,
+    letter,
+    read_parquet_rows,
+    require_dir,
+    resolve_image,
+)
 
 LAYOUT = "test_2d.parquet and/or test_3d.parquet (HF Image bytes) in one folder"
 FILES = ("test_2d.parquet", "test_3d.parquet")

@@ -16,8 +16,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.benchmarks.base import (BenchItem, LoadReport, Task, check_item, find_files, letter,
-                                       require_dir, resolve_image)
+from lpt_utils.benchmarks.base import (
+    BenchItem,
+    LoadReport,
+    Task,
+    check_item,
+    find_files,
+    letter,
+    require_dir,
+    resolve_image,
+)
 
 LAYOUT = "MME_RealWorld.json + its image folders (Image = path relative to the JSON's folder)"
 SUBTASKS = ("Autonomous_Driving", "Monitoring", "Remote Sensing")

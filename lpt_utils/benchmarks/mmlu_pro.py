@@ -13,8 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.benchmarks.base import (BenchItem, LoadReport, Task, as_list, check_item, find_files, letter,
-                                       read_parquet_rows, require_dir)
+from lpt_utils.benchmarks.base import (
+    BenchItem,
+    LoadReport,
+    Task,
+    as_list,
+    check_item,
+    find_files,
+    letter,
+    read_parquet_rows,
+    require_dir,
+)
 
 LAYOUT = "data/test-*.parquet (the test split's parquet files)"
 

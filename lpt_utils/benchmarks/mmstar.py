@@ -13,8 +13,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.benchmarks.base import (BenchItem, LoadReport, Task, check_item, find_files, letter,
-                                       read_parquet_rows, require_dir, resolve_image, split_inline_options)
+from lpt_utils.benchmarks.base import (
+    BenchItem,
+    LoadReport,
+    Task,
+    check_item,
+    find_files,
+    letter,
+    read_parquet_rows,
+    require_dir,
+    resolve_image,
+    split_inline_options,
+)
 
 LAYOUT = "mmstar.parquet (image bytes; options inside the question after 'Options:')"
 CATEGORIES = ("coarse perception", "fine-grained perception", "instance reasoning")

@@ -18,8 +18,17 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.benchmarks.base import (BenchItem, LoadReport, Task, check_item, find_files, letter,
-                                       require_dir, resolve_image, split_inline_options)
+from lpt_utils.benchmarks.base import (
+    BenchItem,
+    LoadReport,
+    Task,
+    check_item,
+    find_files,
+    letter,
+    require_dir,
+    resolve_image,
+    split_inline_options,
+)
 
 LAYOUT = "Questions.csv + 'MMVP Images/{Index}.jpg'"
 # Index (1-based, as in Questions.csv) -> the right option's letter.

@@ -16,9 +16,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.benchmarks.base import (BenchItem, LoadReport, Task, check_item, find_files, letter,
-                                       read_jsonl, read_parquet_rows, require_dir, resolve_image,
-                                       split_lettered_lines)
+from lpt_utils.benchmarks.base import (
+    BenchItem,
+    LoadReport,
+    Task,
+    check_item,
+    find_files,
+    letter,
+    read_jsonl,
+    read_parquet_rows,
+    require_dir,
+    resolve_image,
+    split_lettered_lines,
+)
 
 LAYOUT = "test_questions.jsonl + image folders (image = relative path), or parquet with image bytes"
 

@@ -30,7 +30,12 @@ class HFEngine:
 
     def __init__(self, cfg: EngineConfig, model_path: str):
         import torch
-        from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
 
         self.cfg = cfg
         self.batch_size = cfg.batch_size

@@ -37,7 +37,12 @@ from typing import Any, Awaitable, Callable, TypeVar
 from urllib.parse import urlsplit
 
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from .base import GenerationRequest, GenerationResult, SamplingSettings
 from .common import convert_messages, fingerprint, model_identity, safe_url

@@ -20,11 +20,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lpt_utils import mcq
+from lpt_utils.pipeline import mcq
+from lpt_utils.pipeline.verify import parse_response, verify
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.questions import grade_mcq, scene_mcqs, template_kind
 from lpt_utils.tiny_world.scenes import describe, iter_split_scenes, render
-from lpt_utils.verify import parse_response, verify
 
 VLLM_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}

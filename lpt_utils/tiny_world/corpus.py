@@ -1,6 +1,6 @@
 """Warm-up examples that teach the tiny models the pipeline's formats, built from the real prompts.
 
-Every prompt here comes from the pipeline's own prompt builders in `lpt_utils.mcq` (one source of
+Every prompt here comes from the pipeline's own prompt builders in `lpt_utils.pipeline.mcq` (one source of
 truth): the tiny models learn to answer exactly what the stages will send them.
 
 - `writer_example`: stage 1's writer prompt for a train-split description -> the scene's
@@ -26,8 +26,8 @@ import random
 import re
 from typing import Any, Iterator, Sequence
 
-from lpt_utils import evaluation, long_cot, mcq
 from lpt_utils.benchmarks import BenchItem
+from lpt_utils.pipeline import evaluation, long_cot, mcq
 from lpt_utils.tiny_world import questions as _q
 from lpt_utils.tiny_world.questions import KINDS, LETTERS, RELATIONS, scene_mcqs
 from lpt_utils.tiny_world.scenes import (

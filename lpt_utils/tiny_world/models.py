@@ -38,8 +38,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lpt_utils import mcq
 from lpt_utils.config import load_profile
+from lpt_utils.pipeline import mcq
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.questions import KINDS
 from lpt_utils.tiny_world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, render

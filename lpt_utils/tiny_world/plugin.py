@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lpt_utils.captions import load_docci
+from lpt_utils.pipeline.captions import load_docci
 from lpt_utils.tiny_world.models import ensure_model
 from lpt_utils.tiny_world.questions import make_benchmark
 from lpt_utils.tiny_world.scenes import make_scene_set

@@ -7,7 +7,7 @@ frozen: SFT first (TRL `SFTTrainer`), then DPO with an SFT (NLL) term mixed in (
 The work is split at the process boundary:
 
 - **The trainer's process** is a TRL-style script, ``python -m lpt_utils.training sft|dpo --config
-  job.yaml`` (the same under ``accelerate launch ... -m lpt_utils.training`` on GPUs; `lpt_utils.launch`
+  job.yaml`` (the same under ``accelerate launch ... -m lpt_utils.training`` on GPUs; `lpt_utils.training.launch`
   builds the command). It reads a job file (`job.TrainJob`: the TRL config dict verbatim plus this
   project's job fields), builds TRL's own `SFTConfig` / `DPOConfig` from it, trains one more epoch of
   the schedule (resuming from the previous call's checkpoint) and exports that epoch's model.

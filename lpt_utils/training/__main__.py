@@ -1,7 +1,7 @@
 """One training call of stage 5 (sft) or 6 (dpo), from a job file the notebook wrote:
 
     python -m lpt_utils.training sft --config outputs/tiny/05_sft/sweep/lr-1e-3/epoch-1/job.yaml
-    accelerate launch --config_file lpt_utils/recipes/accelerate_zero3.yaml --num_processes 4 \\
+    accelerate launch --config_file lpt_utils/training/recipes/accelerate_zero3.yaml --num_processes 4 \\
         -m lpt_utils.training sft --config outputs/paper/05_sft/sweep/lr-1e-5/epoch-1/job.yaml
 
 The job's `trl:` mapping becomes TRL's `SFTConfig` / `DPOConfig` as it is; the rest says which model,

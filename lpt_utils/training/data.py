@@ -281,7 +281,9 @@ def sft_collator(processor, max_length: int | None, max_pixels: int | None) -> I
 
 def dpo_collator(processor, max_length: int | None, max_pixels: int | None) -> ImagePathCollator:
     """The collator `DPOTrainer` is given: TRL's vision preference collator."""
-    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference  # heavy, as in sft_collator
+    from trl.trainer.dpo_trainer import (
+        DataCollatorForVisionPreference,  # heavy, as in sft_collator
+    )
 
     return ImagePathCollator(DataCollatorForVisionPreference(processor=processor, max_length=max_length),
                              max_pixels)

@@ -43,9 +43,13 @@ from typing import Any
 
 import yaml
 
-from lpt_utils.launch import LAUNCHERS
 from lpt_utils.training.data import DPO_FAMILIES, SFT_FILES, dpo_collator, sft_collator
-from lpt_utils.training.weights import VISION_MODULE_NAMES, freeze_vision, parameter_counts
+from lpt_utils.training.launch import LAUNCHERS
+from lpt_utils.training.weights import (
+    VISION_MODULE_NAMES,
+    freeze_vision,
+    parameter_counts,
+)
 
 STAGES = ("sft", "dpo")
 LPT = "lpt"  # the name of the sub-section of this project's settings inside `sft:` / `dpo:`
@@ -62,7 +66,7 @@ LPT_KEYS = {
     "overlong": "truncate (the collator cuts the end) | drop: examples longer than max_length",
     "max_pixels": "area cap on training images, as the engines cap generation images",
     "cpu_threads": "torch threads when training on CPU; null: torch's default",
-    "launcher": "python (one process) | accelerate (DeepSpeed ZeRO-3, lpt_utils/recipes/accelerate_zero3.yaml)",
+    "launcher": "python (one process) | accelerate (DeepSpeed ZeRO-3, lpt_utils/training/recipes/accelerate_zero3.yaml)",
     "num_processes": "training processes (GPUs) under accelerate; auto: every visible GPU",
 }
 STAGE_LPT_KEYS = {

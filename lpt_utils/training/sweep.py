@@ -1,7 +1,7 @@
 """Stages 5-6 in the kernel: the learning-rate sweep that notebooks 05 and 06 run.
 
 Each learning rate trains a schedule of `lpt.max_epochs` epochs, one epoch per subprocess call
-(`job.make_job` writes the call's `job.yaml`, `lpt_utils.launch` runs ``python -m lpt_utils.training``
+(`job.make_job` writes the call's `job.yaml`, `lpt_utils.training.launch` runs ``python -m lpt_utils.training``
 on it); after each call the engines score the exported model on held-out MCQs (`validation`), a
 learning rate stops after `lpt.early_stop_patience` epochs without a better accuracy, and the best
 (learning rate, epoch) is kept as `<stage>/model/`. A sweep folder carries a fingerprint of what shapes
@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lpt_utils import launch
+from lpt_utils.training import launch
 from lpt_utils.training.data import load_val_mcqs
 from lpt_utils.training.job import StageSettings, TrainJob, cuda_available, make_job
 from lpt_utils.training.validation import ValidationResult, validator
@@ -221,7 +221,7 @@ def epoch_trainer(stage: str, section: StageSettings, *, model: str, train_file:
                   num_processes: int, use_cpu: bool,
                   ref_model: str | None = None) -> Callable[[float, int], dict[str, Any]]:
     """`train_epoch(lr, epoch)` for `run_plan`: writes the call's job file beside its metrics, runs it in a
-    subprocess (`lpt_utils.launch`, the launcher the section names), returns its metrics and `model_dir`.
+    subprocess (`lpt_utils.training.launch`, the launcher the section names), returns its metrics and `model_dir`.
     A call whose metrics and identical job file are already there is not run again."""
 
     def train_epoch(lr: float, epoch: int) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lpt_utils import simple_cot
 from lpt_utils.engines import EngineConfig, RequestStore, make_engine, run_requests
+from lpt_utils.pipeline import simple_cot
 
 
 @dataclass

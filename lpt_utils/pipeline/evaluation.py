@@ -14,7 +14,7 @@ The path of one item, whatever the benchmark (`lpt_utils.benchmarks` reads the p
    after "Answer:", else the whole response (`eval.whole_response_fallback`, on in the released
    script). A response from which the strict rule extracts nothing (or an empty answer) is
    *unanswered* under it: wrong, and counted per benchmark, never scored as some letter.
-3. matching, both rules on every row (`lpt_utils/verify.py`): `correct_released`, the released
+3. matching, both rules on every row (`lpt_utils/pipeline/verify.py`): `correct_released`, the released
    script's rule exactly (an answer equal to *any* option's text counts as right: its defect), and
    `correct`, the strict rule (the right option only: this project's correction).
 4. aggregation, per rule (`RULES`): per benchmark, the mean of per-category accuracies
@@ -51,16 +51,16 @@ from lpt_utils.artifacts import Funnel
 from lpt_utils.benchmarks import TASKS, BenchItem, LoadReport, get_task
 from lpt_utils.engines import EngineConfig, run_requests
 from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-from lpt_utils.prompts import render
-from lpt_utils.records import Prediction
-from lpt_utils.simple_cot import forced_prefix
-from lpt_utils.verify import (
+from lpt_utils.pipeline.simple_cot import forced_prefix
+from lpt_utils.pipeline.verify import (
     LETTERS,
     Verdict,
     extract_answer,
     released_verdict,
     strict_verdict,
 )
+from lpt_utils.prompts import render
+from lpt_utils.records import Prediction
 
 PROMPTS = ("direct", "think")
 
@@ -143,7 +143,7 @@ def requests(items: list[BenchItem], kind: str, sampling: dict[str, Any], prefix
 
 @dataclass(frozen=True)
 class Scored:
-    """How one response reads under both rules (`lpt_utils.verify`): each rule extracts its own answer
+    """How one response reads under both rules (`lpt_utils.pipeline.verify`): each rule extracts its own answer
     and judges it. Strict: `extracted` (None: unanswered), where it came from, the option it names,
     the verdict; released: its extraction and verdict (the paper's numbers were computed with it)."""
 
@@ -151,7 +151,7 @@ class Scored:
     source: str  # answer_tags | answer_colon | after_thought | whole_response | none
     unanswered_reason: str  # "" | "no_answer" (nothing to extract) | "empty_answer"
     named_letter: str  # the option the answer names ("" when none or ambiguous)
-    match: str  # lpt_utils.verify.Verdict.how, or "unanswered"
+    match: str  # lpt_utils.pipeline.verify.Verdict.how, or "unanswered"
     correct: bool  # the strict rule: the right option only
     extracted_released: str | None
     match_released: str
@@ -418,7 +418,7 @@ def results_markdown(scores: pd.DataFrame) -> str:
                   "", table_markdown(results_table(scores, "released"), with_paper=True), ""]
     if "strict" in rules:
         parts += [f"### Scores, {RULE_TITLE['strict']}", "",
-                  "The right option only (`lpt_utils/verify.py`); the paper has no numbers under this rule.",
+                  "The right option only (`lpt_utils/pipeline/verify.py`); the paper has no numbers under this rule.",
                   "", table_markdown(results_table(scores, "strict"), with_paper=False), ""]
     missing = scores[scores["unanswered"] > 0] if "unanswered" in scores.columns else scores.iloc[:0]
     if len(missing):

@@ -22,10 +22,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lpt_utils import sharegpt
 from lpt_utils.artifacts import Funnel
-from lpt_utils.long_cot import splice_thought
-from lpt_utils.mcq import answer_in_form, student_messages
+from lpt_utils.pipeline import sharegpt
+from lpt_utils.pipeline.long_cot import splice_thought
+from lpt_utils.pipeline.mcq import answer_in_form, student_messages
 from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS
 
 PAIR_TYPES = {"O>O→X": "O", "O>X": "O", "X→O>X→X": "X→O", "X→O>X": "X→O"}

@@ -357,11 +357,11 @@ def _check_rule(rule: str) -> None:
 def shape_table(rows) -> "Any":
     """Responses by shape (`SHAPES`) and by why generation stopped (stop | length), with shares and
     what each shape means: how a stage's output is laid out, and whether what fails to parse is only
-    what the token limit cut off. `rows`: a stage's rows (with `shape` and `finish_reason`)."""
+    what the token limit cut off. `rows`: a stage's rows (with `response_shape` and `finish_reason`)."""
     import pandas as pd
 
-    df = pd.DataFrame(rows)[["shape", "finish_reason"]]
-    table = pd.crosstab(df["shape"], df["finish_reason"])
+    df = pd.DataFrame(rows)[["response_shape", "finish_reason"]]
+    table = pd.crosstab(df["response_shape"], df["finish_reason"])
     table["total"] = table.sum(axis=1)
     table["share"] = (table["total"] / max(len(df), 1)).round(3)
     table["parses"] = [s in ("think_answer", "think_summary_answer", "think_answer_repeated") for s in table.index]

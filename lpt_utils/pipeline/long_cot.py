@@ -20,10 +20,10 @@ from typing import Any, Sequence
 from lpt_utils.artifacts import Funnel
 from lpt_utils.engines import RequestStore, run_requests
 from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-from lpt_utils.mcq import choice_lines
+from lpt_utils.pipeline.mcq import choice_lines
+from lpt_utils.pipeline.verify import parse_response, verdicts
 from lpt_utils.prompts import render
 from lpt_utils.records import LongCoT
-from lpt_utils.verify import parse_response, verdicts
 
 TRANSITIONS = ("O→O", "O→X", "X→O", "X→X")
 
@@ -242,14 +242,14 @@ def score(exs: list[Example], results, *, banned_words: Sequence[str] = (), thin
                 named_letter=(v["strict"].letter or "") if v else "", match=v["strict"].how if v else "",
                 match_released=v["released"].how if v else "",
                 correct_strict=bool(v and v["strict"].correct), correct_released=bool(v and v["released"].correct),
-                rule=rule, is_correct=correct, shape=_shape(p, added),
+                rule=rule, is_correct=correct, response_shape=_shape(p, added),
                 transition=transition(bool(sc["is_correct"]), correct) if ok else "",
                 num_tokens=int(ntok), finish_reason=fin, banned_hits=hits, kept=not drop, drop_reason=drop))
     funnel = Funnel()
     n = len(rows)
     parsed = sum(r.drop_reason != "unparsable" for r in rows)
     funnel.add("continuations that close the thought and answer", n, parsed,
-               Counter(f"unparsable: {r.shape} ({r.finish_reason})" for r in rows if r.drop_reason == "unparsable"))
+               Counter(f"unparsable: {r.response_shape} ({r.finish_reason})" for r in rows if r.drop_reason == "unparsable"))
     clean = parsed - sum(r.drop_reason == "banned word" for r in rows)
     funnel.add("added thought free of banned words", parsed, clean, {"banned word": parsed - clean})
     kept = sum(r.kept for r in rows)
@@ -289,7 +289,7 @@ def summary(rows: list[LongCoT]) -> dict[str, Any]:
         "banned_word_hits": dict(Counter(w for r in rows for w in r.banned_hits)),
         "accuracy_after": round(sum(r.is_correct for r in kept) / len(kept), 4) if kept else None,
         "cues": dict(Counter(r.cue for r in kept)),
-        "shapes": dict(Counter(r.shape for r in rows)),
+        "shapes": dict(Counter(r.response_shape for r in rows)),
         "unparsable_by_finish": dict(Counter(r.finish_reason for r in rows if r.drop_reason == "unparsable")),
         "accuracy_by_rule": {rule: round(sum(getattr(r, f"correct_{rule}") for r in kept) / len(kept), 4)
                              if kept else None for rule in ("strict", "released")},

@@ -1,7 +1,7 @@
 """The paper's figures, made from a run's artifacts only (no model is ever called here).
 
 The notebooks call the stage functions with the frames they are about to write; `make figures`
-(`python -m lpt_utils.figures --run NAME`) calls `render`, which reads every finished stage of a run
+(`python -m lpt_utils.viz.figures --run NAME`) calls `render`, which reads every finished stage of a run
 and re-renders its figures into `figures/<run>/`. Which paper figure each one corresponds to is in
 `PAPER_FIGURES` (and in the README).
 """
@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
 import pandas as pd
 
-from lpt_utils import artifacts, behaviours, plots
+from lpt_utils import artifacts
+from lpt_utils.pipeline import behaviours
+from lpt_utils.viz import plots
 
 PAPER_FIGURES = {
     "01_funnel": "— (stage-1 bookkeeping)",
@@ -69,7 +70,7 @@ def long_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Pa
     """Funnel, transitions per cue, simple vs long lengths (overall and per cue, in the student's
     tokens: columns `simple_thought_tokens`, `long_thought_tokens`), behaviours (when judged) and
     the recovery example (when the MCQs are given and an X→O exists)."""
-    from lpt_utils import long_cot
+    from lpt_utils.pipeline import long_cot
 
     kept = df[df.kept]
     out = [plots.save(plots.funnel_chart(funnel_steps, "Stage 3 funnel"), figures_dir, "03_funnel"),
@@ -123,8 +124,8 @@ def training_data_figures(sets: dict[str, pd.DataFrame], figures_dir: Path) -> l
 def sft_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, data: str,
                 best_lr: float | None, base_accuracy: float | None) -> list[Path]:
     """Notebook 05's figures: loss per learning rate, validation accuracy per epoch."""
-    from lpt_utils import train_plots
     from lpt_utils.training.sweep import load_histories
+    from lpt_utils.viz import train_plots
 
     histories = load_histories(sweep_dir)
     return [plots.save(train_plots.loss_curves(histories, f"SFT training loss ({data})", best_lr), figures_dir,
@@ -136,8 +137,8 @@ def sft_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, data
 def dpo_figures(sweep_dir: Path, table: pd.DataFrame, figures_dir: Path, *, best_lr: float | None,
                 sft_accuracy: float | None) -> list[Path]:
     """Notebook 06's figures: loss, reward margins, validation accuracy (the SFT model as baseline)."""
-    from lpt_utils import train_plots
     from lpt_utils.training.sweep import load_histories
+    from lpt_utils.viz import train_plots
 
     histories = load_histories(sweep_dir)
     return [plots.save(train_plots.loss_curves(histories, "DPO training loss (preference + SFT term)", best_lr),
@@ -153,7 +154,8 @@ def eval_figures(df: pd.DataFrame, difficulty: pd.DataFrame | None, figures_dir:
     """Notebook 07's figures from its predictions (and the base model's difficulty samples): the
     results under the released rule beside the paper's numbers (the strict rule's scores as markers),
     length vs accuracy (released rule), output tokens on easy vs hard items."""
-    from lpt_utils import eval_plots, evaluation
+    from lpt_utils.pipeline import evaluation
+    from lpt_utils.viz import eval_plots
 
     out = []
     scores = evaluation.benchmark_scores(df)

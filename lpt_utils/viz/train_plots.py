@@ -1,6 +1,6 @@
 """Figures of notebooks 05-06 (training): loss curves, validation accuracy per epoch, DPO reward margins.
 Each takes what `lpt_utils.training.sweep` returns (`load_histories`, `results_table`) and returns a figure;
-`lpt_utils.plots.save` writes it under `figures/<run>/`."""
+`lpt_utils.viz.plots.save` writes it under `figures/<run>/`."""
 
 from __future__ import annotations
 

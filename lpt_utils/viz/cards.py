@@ -119,7 +119,7 @@ def training_cards(sft_rows=(), dpo_rows=()) -> str:
 
 # ----------------------------------------------------------------------------- the CoT inspector
 # One MCQ with every simple CoT and, under each, its long expansions; and whole pages that open
-# without a kernel (lpt_utils.inspector renders its selection with these).
+# without a kernel (lpt_utils.viz.inspector renders its selection with these).
 
 INSPECTOR_CSS = """
 <style>

@@ -1,6 +1,6 @@
 """The CoT inspector: look at what the pipeline wrote before training on it.
 
-    from lpt_utils import inspector
+    from lpt_utils.viz import inspector
     inspector.inspect(R)                 # R = config.resolve_run(...), or "outputs/<run>", or a run name
 
 opens, over a run's artifacts (whichever of stages 01–04 exist):
@@ -37,8 +37,9 @@ from typing import Any
 
 import pandas as pd
 
-from lpt_utils import artifacts, cards, config, stages
+from lpt_utils import artifacts, config, stages
 from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS, LongCoT, SimpleCoT
+from lpt_utils.viz import cards
 
 SFT_SETS = ("sft_simple", "sft_long")
 DPO_SETS = ("dpo_O", "dpo_XO")

@@ -1,4 +1,4 @@
-"""Figures of notebook 07 (saved with `lpt_utils.plots.save` under `figures/<run>/`): the results as
+"""Figures of notebook 07 (saved with `lpt_utils.viz.plots.save` under `figures/<run>/`): the results as
 grouped bars beside the paper's numbers, response length vs accuracy, output-token histograms on
 easy vs hard items, and a few predictions beside their image."""
 
@@ -9,8 +9,9 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
 from lpt_utils.engines.images import load_image
-from lpt_utils.evaluation import paper_value
+from lpt_utils.pipeline.evaluation import paper_value
 
 
 def results_bars(table: pd.DataFrame, title: str = "Benchmark scores", strict: pd.DataFrame | None = None):

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 from lpt_utils.engines import EngineConfig, RequestStore, make_engine, run_requests
 from lpt_utils.engines.base import GenerationRequest, SamplingSettings
+from lpt_utils.pipeline.training_data import stable_int
 from lpt_utils.prompts import render
-from lpt_utils.training_data import stable_int
 
 BEHAVIOURS = ("verification", "backtracking", "subgoal setting", "backward chaining")
 

@@ -107,7 +107,7 @@ def validation_cards(result, mcqs: pd.DataFrame | None, store: Path, n: int = 3)
     if not result.rows:  # a re-run reads the score back; the answers stay in the request store
         print(f"scored in an earlier run; its answers are in {store}")
         return None
-    from lpt_utils import simple_cot
+    from lpt_utils.pipeline import simple_cot
 
     return cot_cards(pd.DataFrame(simple_cot.to_rows(result.rows)).head(n), mcqs)
 

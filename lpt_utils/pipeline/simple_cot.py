@@ -2,7 +2,7 @@
 
 The assistant turn is forced to begin with the think tag (exactly one: a chat template that already
 opens it gets no second one), several samples per MCQ. Each response is parsed into thought and answer
-and verified against the right option (`lpt_utils.verify`): O = right, X = wrong. Unparsable and
+and verified against the right option (`lpt_utils.pipeline.verify`): O = right, X = wrong. Unparsable and
 duplicate responses stay in the artifact with the reason and are not used later.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 from lpt_utils.artifacts import Funnel
 from lpt_utils.engines.base import GenerationRequest, SamplingSettings
-from lpt_utils.mcq import student_messages
+from lpt_utils.pipeline.mcq import student_messages
+from lpt_utils.pipeline.verify import parse_response, verdicts
 from lpt_utils.records import SimpleCoT
-from lpt_utils.verify import parse_response, verdicts
 
 THINK = "<think>"
 
@@ -82,7 +82,7 @@ def score(mcqs, results, *, rule: str = "strict") -> tuple[list[SimpleCoT], Funn
                 named_letter=(v["strict"].letter or "") if v else "", match=v["strict"].how if v else "",
                 match_released=v["released"].how if v else "",
                 correct_strict=bool(v and v["strict"].correct), correct_released=bool(v and v["released"].correct),
-                rule=rule, is_correct=correct, label=("O" if correct else "X") if p.ok else "", shape=p.shape,
+                rule=rule, is_correct=correct, label=("O" if correct else "X") if p.ok else "", response_shape=p.shape,
                 num_tokens=int(ntok), finish_reason=fin, kept=not drop, drop_reason=drop))
     funnel = Funnel()
     n = len(rows)
@@ -97,7 +97,7 @@ def score(mcqs, results, *, rule: str = "strict") -> tuple[list[SimpleCoT], Funn
 def unparsable_reasons(rows) -> Counter:
     """Unparsable rows by shape and by why generation stopped ("unparsable: cut_in_thought (length)"),
     so a funnel tells the token limit from a malformed response."""
-    return Counter(f"unparsable: {r.shape} ({r.finish_reason})" for r in rows if r.drop_reason == "unparsable")
+    return Counter(f"unparsable: {r.response_shape} ({r.finish_reason})" for r in rows if r.drop_reason == "unparsable")
 
 
 def summary(rows: list[SimpleCoT]) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def summary(rows: list[SimpleCoT]) -> dict[str, Any]:
         "accuracy": round(sum(r.is_correct for r in kept) / len(kept), 4) if kept else None,
         "accuracy_by_type": {t: round(sum(v) / len(v), 4) for t, v in sorted(by_type.items())},
         "mcqs_by_labels": dict(mixed),
-        "shapes": dict(Counter(r.shape for r in rows)),
+        "shapes": dict(Counter(r.response_shape for r in rows)),
         "accuracy_by_rule": accuracy_by_rule(kept),
     }
 
