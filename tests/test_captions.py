@@ -1,6 +1,7 @@
 """Caption sources: DOCCI layout, tables, HF datasets; bad records are counted, never fatal."""
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -78,3 +79,45 @@ def test_subset_is_seeded_and_independent_of_file_order():
     assert [r.image_id for r in captions.take_subset(recs, 20, 42)][:10] == [r.image_id for r in a]
     with pytest.raises(ValueError):
         captions.take_subset(recs, 0)
+
+
+DATA = Path(__file__).parent / "data" / "captions"
+
+
+def test_a_docci_file_with_bad_lines_is_read_and_every_bad_line_counted_with_its_place():
+    # tests/data/captions/docci_descriptions.jsonlines: a Latin-1 line, a JSON list, a null, a line cut
+    # off mid-record, between two good ones
+    recs, rep = captions.load_docci(DATA, split="train")
+    assert [r.image_id for r in recs] == ["a", "b"]
+    assert rep.skipped == {"undecodable_line": 1, "not_an_object": 2, "malformed_line": 1}
+    assert rep.examples["undecodable_line"] == ["docci_descriptions.jsonlines:2"]
+    assert rep.examples["not_an_object"] == ["docci_descriptions.jsonlines:3", "docci_descriptions.jsonlines:4"]
+    assert rep.examples["malformed_line"] == ["docci_descriptions.jsonlines:7"]
+    with pytest.raises(ValueError, match="no record of split 'validation'.*splits there: train"):
+        captions.load_docci(DATA, split="validation")
+
+
+def test_a_csv_with_an_undecodable_row_keeps_the_others():
+    recs, rep = captions.load_table(DATA / "captions_cp1252.csv", "file", "caption", "id")
+    assert [r.image_id for r in recs] == ["r1", "r3"]
+    assert rep.skipped == {"undecodable_line": 1} and rep.examples["undecodable_line"] == ["captions_cp1252.csv:3"]
+
+
+def test_a_table_without_the_named_columns_is_an_error_naming_the_columns_it_has():
+    with pytest.raises(KeyError, match=r"no image column 'file', description column 'caption'.*"
+                                       r"columns seen: alt_text, path"):
+        captions.load_table(DATA / "captions_other_header.csv", "file", "caption")
+
+
+def test_a_source_with_no_usable_record_is_an_error(tmp_path):
+    (tmp_path / "t.jsonl").write_text(json.dumps({"file": "gone.png", "text": "Hi."}) + "\n")
+    with pytest.raises(ValueError, match="no usable record.*missing_image"):
+        captions.load_table(tmp_path / "t.jsonl", "file", "text")
+
+
+def test_asking_for_more_images_than_there_are_warns_with_both_numbers():
+    recs = [captions.CaptionRecord(str(i), "", "d") for i in range(5)]
+    with pytest.warns(UserWarning, match="asks for 500 images; the source has 5"):
+        assert len(captions.take_subset(recs, 500, 42)) == 5
+    with pytest.raises(ValueError, match="num_images"):
+        captions.take_subset(recs, "five")

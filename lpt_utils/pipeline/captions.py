@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,17 +89,59 @@ def _check(rows: Iterable[tuple[str, Path, Any, str]], report: SourceReport) -> 
     return out
 
 
+def _lines(path: Path, report: SourceReport):
+    """(line number, text) of a text file read as bytes, line by line: a line that is not UTF-8 is
+    counted (`undecodable_line`, with file and line) and the rest of the file is still read."""
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                yield i, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                report.total += 1
+                report.skip("undecodable_line", f"{path.name}:{i}")
+
+
 def _read_jsonl(path: Path, report: SourceReport) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file; a line that is not JSON (`malformed_line`), or JSON that
+    is not an object (`not_an_object`: a list, a number, null), is counted with its file and line."""
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in _lines(path, report):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            obj = json.loads(line)
         except json.JSONDecodeError:
             report.total += 1
-            report.skip("malformed_line", f"line {i}")
+            report.skip("malformed_line", f"{path.name}:{i}")
+            continue
+        if not isinstance(obj, dict):
+            report.total += 1
+            report.skip("not_an_object", f"{path.name}:{i}")
+            continue
+        rows.append(obj)
     return rows
+
+
+def _read_csv(path: Path, report: SourceReport) -> list[dict[str, Any]]:
+    """The rows of a CSV file with a header; undecodable lines are counted as in `_lines`."""
+    return list(csv.DictReader(line for _, line in _lines(path, report)))
+
+
+def _require_columns(path: Path, rows: list[dict[str, Any]], needed: dict[str, str | None]) -> None:
+    """Every column the profile names must be in the file: an error naming the columns seen."""
+    seen = sorted({k for r in rows for k in r})
+    missing = {what: col for what, col in needed.items() if col and all(col not in r for r in rows)}
+    if rows and missing:
+        names = ", ".join(f"{what} column {col!r}" for what, col in missing.items())
+        raise KeyError(f"{path}: no {names} (columns seen: {', '.join(seen) or 'none'}); set data.image_column / "
+                       "data.description_column / data.id_column in the profile")
+
+
+def _nonempty(records: list[CaptionRecord], report: SourceReport, path: Path, seen: str = "") -> list[CaptionRecord]:
+    """A source that yields no record at all is an error (with what it skipped), never an empty run."""
+    if not records:
+        raise ValueError(f"{path}: no usable record ({report}){seen}")
+    return records
 
 
 def find_docci_file(path: Path) -> Path:
@@ -118,9 +161,15 @@ def load_docci(path: str | Path, split: str | None = "train") -> tuple[list[Capt
     desc_file = find_docci_file(path)
     images = desc_file.parent / "images"
     report = SourceReport(source=f"docci:{desc_file}")
-    rows = [r for r in _read_jsonl(desc_file, report) if split is None or r.get("split") == split]
-    return _check(((str(r.get("example_id") or ""), images / str(r.get("image_file") or "?"),
-                    r.get("description"), r.get("split", "")) for r in rows), report), report
+    every = _read_jsonl(desc_file, report)
+    _require_columns(desc_file, every, {"id": "example_id", "image": "image_file", "description": "description"})
+    rows = [r for r in every if split is None or r.get("split") == split]
+    if every and not rows:
+        splits = sorted({str(r.get("split")) for r in every})
+        raise ValueError(f"{desc_file}: no record of split {split!r} (splits there: {', '.join(splits)})")
+    records = _check(((str(r.get("example_id") or ""), images / str(r.get("image_file") or "?"),
+                       r.get("description"), r.get("split", "")) for r in rows), report)
+    return _nonempty(records, report, desc_file), report
 
 
 def load_table(path: str | Path, image_column: str, description_column: str,
@@ -131,19 +180,16 @@ def load_table(path: str | Path, image_column: str, description_column: str,
     path = Path(path)
     report = SourceReport(source=f"table:{path}")
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    elif path.suffix in (".jsonl", ".jsonlines", ".json"):
+        rows = _read_csv(path, report)
+    elif path.suffix in (".jsonl", ".jsonlines"):
         rows = _read_jsonl(path, report)
     else:
-        raise ValueError(f"table source {path}: expected .csv or .jsonl")
-    if rows and (image_column not in rows[0] or description_column not in rows[0]):
-        raise KeyError(f"{path} has columns {sorted(rows[0])}; the profile names image column "
-                       f"{image_column!r} and description column {description_column!r}")
+        raise ValueError(f"table source {path}: expected .csv, .jsonl or .jsonlines")
+    _require_columns(path, rows, {"image": image_column, "description": description_column, "id": id_column})
     root = Path(image_root) if image_root else path.parent
-    return _check(((str(r.get(id_column) if id_column else i), root / str(r.get(image_column) or "?"),
-                    r.get(description_column), str(r.get("split", ""))) for i, r in enumerate(rows)),
-                  report), report
+    records = _check(((str(r.get(id_column) if id_column else i), root / str(r.get(image_column) or "?"),
+                       r.get(description_column), str(r.get("split", ""))) for i, r in enumerate(rows)), report)
+    return _nonempty(records, report, path), report
 
 
 def load_hf(path: str | Path, image_column: str, description_column: str, id_column: str | None,
@@ -190,13 +236,17 @@ def load_hf(path: str | Path, image_column: str, description_column: str, id_col
 
 def take_subset(records: list[CaptionRecord], num_images: int | str, seed: int = 42) -> list[CaptionRecord]:
     """The first `num_images` after a seeded shuffle of the records sorted by id (so the subset
-    does not depend on file order); 'all' keeps every record (shuffled the same way)."""
+    does not depend on file order); 'all' keeps every record (shuffled the same way). Asking for more
+    than there are warns with both numbers and keeps them all."""
     ordered = sorted(records, key=lambda r: r.image_id)
     random.Random(seed).shuffle(ordered)
     if num_images == "all":
         return ordered
-    if not isinstance(num_images, int) or num_images <= 0:
-        raise ValueError(f"num_images must be a positive integer or 'all', got {num_images!r}")
+    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images <= 0:
+        raise ValueError(f"data.num_images must be a positive integer or 'all', got {num_images!r}")
+    if num_images > len(ordered):
+        warnings.warn(f"data.num_images asks for {num_images} images; the source has {len(ordered)} usable "
+                      f"ones: all {len(ordered)} are used", stacklevel=2)
     return ordered[:num_images]
 
 
