@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from lpt_utils.engines import (  # noqa: E402
     GenerationResult,
     RequestStore,
     SamplingSettings,
+    StoreBusy,
     run_requests,
 )
 
@@ -167,17 +169,69 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path: Path):
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL
     before = path.read_bytes()
-    done = len(RequestStore(path))
+    with pytest.warns(UserWarning, match="no longer running"):  # the killed worker's lock is taken over
+        store = RequestStore(path)
+    done = len(store)
     assert done == 4
 
     requests = make_requests(20)
     engine = CountingEngine(batch_size=2)
-    results = run_requests(engine, requests, RequestStore(path))
+    results = run_requests(engine, requests, store)
     check_answers(results, requests)
     assert len(engine.seen) == 20 - done
     keys = file_keys(path)
     assert len(keys) == len(set(keys)) == 20
     assert path.read_bytes().startswith(before)
+
+
+# A process that opens a store, says so, and holds it until its stdin closes (or it is killed).
+HOLDER = ("import sys; from lpt_utils.engines import RequestStore; s = RequestStore(sys.argv[1]); "
+          "print('holding', flush=True); sys.stdin.read(); s.close()")
+
+
+def _holder(path: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "holding"  # waits for exactly this: the lock is taken
+    return proc
+
+
+def test_a_second_process_on_the_same_store_refuses_at_once_naming_the_holder(tmp_path: Path):
+    path = tmp_path / "myrun" / "02_simple_cot" / "requests" / "student.jsonl"
+    proc = _holder(path)
+    try:
+        with pytest.raises(StoreBusy) as err:
+            RequestStore(path)
+        msg = str(err.value)
+        assert "run 'myrun', stage 02_simple_cot, store student.jsonl" in msg and f"PID {proc.pid}" in msg
+        assert "host " in msg and "since 20" in msg
+    finally:
+        proc.stdin.close()  # the holder closes its store and exits
+        proc.wait(60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # released cleanly: no notice
+        RequestStore(path).close()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_with_a_notice(tmp_path: Path):
+    path = tmp_path / "r" / "03_long_cot" / "requests" / "reasoner.jsonl"
+    proc = _holder(path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(60)
+    with pytest.warns(UserWarning, match=f"taking over the lock left by PID {proc.pid}.*no longer running"):
+        store = RequestStore(path)
+    store.close()
+
+
+def test_the_store_rereads_what_was_appended_since_it_was_opened(tmp_path: Path):
+    path = tmp_path / "s.jsonl"
+    requests = make_requests(4)
+    late = RequestStore(path)  # opened before anything was written
+    run_requests(CountingEngine(), requests, RequestStore(path))  # another writer of this process
+    engine = CountingEngine()
+    results = run_requests(engine, requests, late)
+    check_answers(results, requests)
+    assert engine.seen == [] and results.stats.from_store == 4  # nothing generated twice
 
 
 if __name__ == "__main__":  # the worker killed by the test above

@@ -14,11 +14,11 @@ from typing import Callable
 
 from .base import Engine, GenerationRequest, GenerationResult, SamplingSettings
 from .config import EngineConfig
-from .store import RequestStore, RunResults, RunStats, run_requests
+from .store import RequestStore, RunResults, RunStats, StoreBusy, run_requests
 
 __all__ = [
     "Engine", "EngineConfig", "GenerationRequest", "GenerationResult", "RequestStore", "RunResults",
-    "RunStats", "SamplingSettings", "make_engine", "run_requests",
+    "RunStats", "SamplingSettings", "StoreBusy", "make_engine", "run_requests",
 ]
 
 

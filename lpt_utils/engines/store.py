@@ -9,6 +9,13 @@ File format: one JSON object per line, `GenerationResult.to_json()`. The first r
 wins; a later line with the same key (which `run_requests` never writes) is ignored. A line that
 does not parse — typically the last one, cut short by a crash mid-write — is skipped and counted
 in `RequestStore.corrupt_lines`; the next append starts on a fresh line.
+
+One writer: a store holds a lock (`<file>.lock`, a POSIX record lock, which the kernel releases when
+its process dies) from when it is opened until it is closed or collected. A second process opening
+the same store refuses at once (`StoreBusy`), naming the run, the stage and the holder (host, PID,
+start time), instead of generating and paying for every request a second time. A lock file left by
+a process that has died is taken over with a notice. `run_requests` re-reads what was appended
+since the store was opened before it decides what to generate.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
+import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
@@ -27,21 +37,111 @@ from .base import Engine, GenerationRequest, GenerationResult
 DEFAULT_BATCH_SIZE = 64
 
 
+class StoreBusy(RuntimeError):
+    """Another process is writing this store (one writer per stage part)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RequestStore:
-    """Results keyed by request key, kept in memory and mirrored to an append-only JSONL file."""
+    """Results keyed by request key, kept in memory and mirrored to an append-only JSONL file; the
+    writer's lock is held while the store is open (`close()`, or use it as a context manager)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.corrupt_lines = 0  # lines skipped on open because they did not parse
+        self.corrupt_lines = 0  # lines skipped because they did not parse
         self._records: dict[str, GenerationResult] = {}
         self._ends_mid_line = False  # the file's last byte is not a newline
-        if self.path.exists():
-            self._load()
+        self._offset = 0  # bytes of the file read so far
+        self._lock_fd: int | None = None
+        self._lock()
+        self.refresh()
 
-    def _load(self) -> None:
-        data = self.path.read_bytes()
-        self._ends_mid_line = bool(data) and not data.endswith(b"\n")
-        for line in data.split(b"\n"):
+    # ------------------------------------------------------------------------- the writer's lock
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def _where(self) -> str:
+        stage = self.path.parent.parent if self.path.parent.name == "requests" else self.path.parent
+        return f"run {stage.parent.name!r}, stage {stage.name}, store {self.path.name}"
+
+    def _lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        holder = self._holder(fd)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            who = (f"host {holder.get('host')}, PID {holder.get('pid')}, since {holder.get('started')}"
+                   if holder else "another process")
+            raise StoreBusy(f"{self._where()} is being written by {who}: one writer per stage part. "
+                            "Wait for it to finish, or stop it, then run again.") from None
+        mine = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if holder and holder.get("pid") != mine["pid"]:
+            dead = holder.get("host") == mine["host"] and not _alive(int(holder.get("pid", 0)))
+            warnings.warn(f"{self._where()}: taking over the lock left by PID {holder.get('pid')} on "
+                          f"{holder.get('host')} (since {holder.get('started')}"
+                          f"{', no longer running' if dead else ''})", stacklevel=3)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(mine).encode(), 0)
+        self._lock_fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> dict:
+        try:
+            return json.loads(os.pread(fd, 4096, 0) or b"{}")
+        except ValueError:
+            return {}
+
+    def close(self) -> None:
+        """Release the writer's lock (the results stay readable in memory)."""
+        if self._lock_fd is not None:
+            try:
+                os.ftruncate(self._lock_fd, 0)
+            finally:
+                os.close(self._lock_fd)  # closing the descriptor releases the record lock
+                self._lock_fd = None
+
+    def __enter__(self) -> "RequestStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------- reading
+
+    def refresh(self) -> int:
+        """Read what was appended to the file since it was last read; returns how many new records."""
+        if not self.path.exists():
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        if not data:
+            return 0
+        complete = data if data.endswith(b"\n") else data[:data.rfind(b"\n") + 1]
+        # a final line without its newline is read when the file is first opened (a crash cut it
+        # short: it is counted as corrupt); later, it may be another writer's line in flight
+        tail = data[len(complete):]
+        if self._offset == 0 and tail:
+            complete, tail = data, b""
+            self._ends_mid_line = True
+        before = len(self._records)
+        for line in complete.split(b"\n"):
             if not line.strip():
                 continue
             try:
@@ -53,6 +153,8 @@ class RequestStore:
                 self.corrupt_lines += 1
                 continue
             self._records.setdefault(rec.key, rec)
+        self._offset += len(complete)
+        return len(self._records) - before
 
     def __len__(self) -> int:
         return len(self._records)
@@ -86,14 +188,17 @@ class RequestStore:
         lines = [json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in new]
         payload = ("\n" if self._ends_mid_line else "") + "".join(lines)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.refresh()  # what another store object of this process appended, so the offset stays exact
+        encoded = payload.encode("utf-8")
         with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # two processes appending never interleave lines
+            fcntl.flock(f, fcntl.LOCK_EX)  # appends never interleave lines
             try:
-                f.write(payload.encode("utf-8"))
+                f.write(encoded)
                 f.flush()
                 os.fsync(f.fileno())
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+        self._offset += len(encoded)
         self._ends_mid_line = False
         for r in new:
             self._records[r.key] = r
@@ -156,6 +261,7 @@ def run_requests(
     first: dict[str, GenerationRequest] = {}
     for k, r in zip(keys, requests):
         first.setdefault(k, r)
+    store.refresh()  # what was appended since the store was opened
     todo = [k for k in first if not store.has(k)]
     stats = RunStats(requested=len(requests), unique=len(first), from_store=len(first) - len(todo))
 
