@@ -2,6 +2,7 @@
 
     python -m lpt_utils.reproduce --profile tiny --run tiny
     python -m lpt_utils.reproduce --profile paper --run paper-500 --only 01 02 -o data.num_images=1000
+    python -m lpt_utils.reproduce --profile tiny --run tiny --rerun-stale   # only what is stale, in order
 
 Executed copies go to `outputs/<run>/notebooks/`; wall times to `outputs/<run>/timings.json`.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from lpt_utils.config import REPO_ROOT, resolve_run
+from lpt_utils.config import REPO_ROOT, Run, resolve_run
+from lpt_utils.stages import SPECS
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 KERNEL = "lpt"
@@ -47,6 +49,21 @@ def run_notebook(path: Path, profile: str, run: str, overrides: dict[str, Any] |
     return out
 
 
+def stale_chain(run: Run) -> list[str]:
+    """The notebooks to run so that every stage is current: from the first stage that is stale or
+    missing (in pipeline order) to the last one, each notebook once. [] when all are current."""
+    order = [s for s in SPECS if s.key != "sources"]
+    status = run.stale()
+    first = next((i for i, s in enumerate(order) if not status[s.folder]), None)
+    if first is None:
+        return []
+    names: list[str] = []
+    for s in order[first:]:
+        if s.notebook not in names:
+            names.append(s.notebook)
+    return names
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -61,13 +78,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 01 02")
     ap.add_argument("-o", "--override", action="append", type=parse_override, default=[],
                     help="dotted.key=value (YAML value), repeatable")
+    ap.add_argument("--rerun-stale", action="store_true",
+                    help="run only the notebooks of stale or missing stages, from the first one on")
     args = ap.parse_args(argv)
     run = args.run or args.profile
     overrides = dict(args.override)
-    run_dir = resolve_run(args.profile, run, overrides).run_dir
+    resolved = resolve_run(args.profile, run, overrides)
+    run_dir = resolved.run_dir
+    only = args.only
+    if args.rerun_stale:
+        for folder, st in resolved.stale().items():
+            print(f"  {folder}: {st}")
+        only = stale_chain(resolved)
+        if not only:
+            print("every stage is current: nothing to run")
+            return
     timings_path = run_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    for nb in notebooks(args.only):
+    for nb in notebooks(only):
         t0 = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] {nb.name} (profile={args.profile}, run={run})", flush=True)
         out = run_notebook(nb, args.profile, run, overrides, progress=True)

@@ -122,3 +122,16 @@ def test_parts_merge_without_repeats_and_sum_their_funnels(tmp_path):
     assert m["counts"]["repeated_across_parts"] == 1 and m["funnel"][0] == {
         "step": "parse", "in": 8, "out": 5, "dropped": {"unparsable": 3}}
     assert stage.status()
+
+
+def test_rerun_stale_runs_the_chain_from_the_first_stale_stage(tmp_path):
+    from lpt_utils.reproduce import stale_chain
+
+    run = _run(tmp_path)
+    assert stale_chain(run)[0] == "01_captions_to_mcq"  # nothing written: everything, in order
+    run.stage("mcq").write(_mcqs())
+    run.stage("simple_cot").write(_simple(["m0"]))
+    chain = stale_chain(run)
+    assert chain[:2] == ["03_long_cot", "04_build_datasets"] and chain[-1] == "07_eval_benchmarks"
+    run.stage("mcq").write(_mcqs(question="What shape?"))  # 01 again, other rows: 02 onwards is stale
+    assert stale_chain(run)[0] == "02_simple_cot" and len(stale_chain(run)) == 6
