@@ -587,3 +587,17 @@ def test_answer_sources_show_how_often_a_model_answers_outside_its_tags():
     assert table.loc[("base", "direct"), "answer_statement"] == round(1 / 3, 3)
     assert table.loc[("base", "direct"), "whole_response"] == round(1 / 3, 3)
     assert table.loc[("base", "think"), "answer_tags"] == 1.0 and table["responses"].sum() == 4
+
+
+def test_scored_models_record_the_weights_identity_not_only_the_path(tmp_path):
+    run = tiny_settings(tmp_path)
+    sft = run.run_dir / "05_sft" / "model"
+    sft.mkdir(parents=True)
+    (sft / "config.json").write_text("{}")
+    (sft / "model.safetensors").write_bytes(b"weights-1")
+    rows = ev.model_rows(run.settings, run.run_dir)
+    first = ev.scored_models(rows)["sft"]
+    assert first["model"] == str(sft) and first["identity"].startswith("weights:")
+    (sft / "model.safetensors").write_bytes(b"weights-2")  # trained again at the same path
+    assert ev.scored_models(rows)["sft"]["identity"] != first["identity"]
+    assert "dpo" not in ev.scored_models(rows)  # not trained: not scored

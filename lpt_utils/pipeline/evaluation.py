@@ -51,6 +51,7 @@ from lpt_utils.artifacts import Funnel
 from lpt_utils.benchmarks import TASKS, BenchItem, LoadReport, get_task
 from lpt_utils.engines import EngineConfig, run_requests
 from lpt_utils.engines.base import GenerationRequest, SamplingSettings
+from lpt_utils.engines.common import model_identity
 from lpt_utils.pipeline.simple_cot import forced_prefix
 from lpt_utils.pipeline.verify import (
     LETTERS,
@@ -681,3 +682,15 @@ def answer_sources(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.crosstab([df["model"], df["prompt"]], df["source"], normalize="index").round(3)
     table["responses"] = df.groupby(["model", "prompt"]).size()
     return table
+
+
+def scored_models(rows: list[ModelRow], resolve=None) -> dict[str, dict[str, str]]:
+    """What 07 scored, for its manifest: each available model row's id or folder and the identity of
+    its weights (`engines.common.model_identity`: a trained folder's weights' hash, a tiny model's
+    recipe hash; "" for a hub id), so a re-trained model is told from the one that was scored."""
+    out = {}
+    for r in rows:
+        if r.available:
+            path = resolve(r.model) if resolve else r.model
+            out[r.name] = {"model": r.model, "identity": model_identity(path)}
+    return out
