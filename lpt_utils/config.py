@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from lpt_utils import plugins
+from lpt_utils import plugins, profile_schema
 from lpt_utils.artifacts import settings_hash
+from lpt_utils.profile_schema import ProfileError
 from lpt_utils.stages import SPECS, Stage, Status
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -55,16 +56,64 @@ def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_profile(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a profile and everything it inherits from, merged (without the `inherits` key)."""
+def _read(path: Path) -> dict[str, Any]:
+    """One profile file: a YAML mapping (errors name the file and the line)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"profile {path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ProfileError(f"profile {path}: a profile is a mapping of sections (data:, mcq:, ...), "
+                           f"not a {type(data).__name__}")
+    return data
+
+
+def profile_chain(name: str, _seen: tuple[str, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The profile's files, the profile itself first, then what it inherits from, each as written."""
     path = profile_path(name)
     if str(path) in _seen:
         raise ValueError(f"profile inheritance loops: {' -> '.join(_seen + (str(path),))}")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _read(path)
     parent = data.pop("inherits", None)
-    if parent:
-        data = deep_merge(load_profile(parent, _seen + (str(path),)), data)
-    return data
+    return [(path, data)] + (profile_chain(parent, _seen + (str(path),)) if parent else [])
+
+
+def _defines(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _where(chain: list[tuple[Path, dict[str, Any]]], overrides: dict[str, Any] | None = None):
+    """`where(dotted key)`: the override or the profile file that sets the key (or its section)."""
+    def where(key: str) -> str:
+        parts = key.split(".")
+        prefixes = [".".join(parts[:n]) for n in range(len(parts), 0, -1)]
+        for prefix in prefixes:
+            if overrides and prefix in overrides:
+                return f"override {prefix}"
+        for prefix in prefixes:
+            for path, data in chain:
+                if _defines(data, prefix):
+                    return f"profile {path}"
+        return f"profile {chain[-1][0]}"
+    return where
+
+
+def load_profile(name: str, check: bool = True) -> dict[str, Any]:
+    """Read a profile and everything it inherits from, merged (without the `inherits` key), and (with
+    `check`) checked against the schema (`lpt_utils.profile_schema`)."""
+    chain = profile_chain(name)
+    data: dict[str, Any] = {}
+    for _, layer in reversed(chain):
+        data = deep_merge(data, layer)
+    return profile_schema.check(data, _where(chain)) if check else data
 
 
 def _flat_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
@@ -163,7 +212,8 @@ def resolve_run(profile: str = "tiny", run: str | None = None,
     run = run or profile
     if not _RUN_NAME.match(run):
         raise ValueError(f"run name {run!r}: use letters, digits, '.', '_' and '-'")
-    settings = apply_overrides(load_profile(profile), overrides)
+    settings = apply_overrides(load_profile(profile, check=False), overrides)
+    settings = profile_schema.check(settings, _where(profile_chain(profile), overrides))
     r = Run(profile=profile, name=run, settings=settings, root=Path(root) if root else REPO_ROOT)
     r.save()
     return r

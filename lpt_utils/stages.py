@@ -83,7 +83,7 @@ SPECS: tuple[StageSpec, ...] = (
               upstream=("training_data", "sft")),
     # the difficulty samples use stage 2's sampling
     StageSpec("eval", "07_eval", "07_eval_benchmarks", ("eval", "student.engine", "simple_cot.sampling",
-                                                         "plugins.benchmarks"),
+                                                         "plugins.benchmark_builders"),
               record=Prediction, row_key=("model", "prompt", "benchmark", "item_id"),
               optional_upstream=("sft", "dpo")),
 )

@@ -1,5 +1,6 @@
 """Benchmark loaders (lpt_utils.benchmarks): each reads a small file in its benchmark's published
-schema and layout, as FACTS.md lists them, and keeps, filters or skips records for the right reason.
+schema and layout, as docs/evaluation.md ("Getting the data") and each loader's docstring describe them, and
+keeps, filters or skips records for the right reason.
 Fixture files in tests/data/benchmarks/ (built by its build.py): CV-Bench's two parquet files and an
 MME-RealWorld JSON with its image folders."""
 

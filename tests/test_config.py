@@ -74,7 +74,7 @@ def test_resolve_run_saves_settings_and_names_stage_dirs(tmp_path):
     with pytest.raises(ValueError):
         config.resolve_run("tiny", "../escape")
     # a stage's hash moves with what shapes it (tests/test_stages.py has the rest)
-    r2 = config.resolve_run("tiny", "t2", {"paths.outputs": str(tmp_path / "o"), "seed": 5})
+    r2 = config.resolve_run("tiny", "t2", {"paths.outputs": str(tmp_path / "o"), "eval.limit": 5})
     assert r2.stage("mcq").hash == r.stage("mcq").hash
     r3 = config.resolve_run("tiny", "t3", {"paths.outputs": str(tmp_path / "o"), "mcq.randomise_seed": 1})
     assert r3.stage("mcq").hash != r.stage("mcq").hash
@@ -91,3 +91,47 @@ def test_open_run_finds_a_moved_run_where_its_settings_are(tmp_path):
     assert all(moved.stage(s.key).hash == r.stage(s.key).hash for s in stages.SPECS)  # paths shape nothing
     with pytest.raises(FileNotFoundError, match="no run 't2'"):
         config.open_run("t2", tmp_path / "copied")
+
+
+# ----------------------------------------------------------------------------- the schema
+
+
+def _mine(tmp_path, text):
+    p = tmp_path / "mine.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_a_misspelled_key_in_your_own_profile_names_the_file_and_the_key_meant(tmp_path):
+    mine = _mine(tmp_path, "inherits: tiny\nsimple_cot:\n  sampling: {temprature: 0.2}\n")
+    with pytest.raises(config.ProfileError, match=r"profile .*mine\.yaml: unknown setting "
+                                                  r"simple_cot\.sampling\.temprature \(did you mean "
+                                                  r"simple_cot\.sampling\.temperature\?\)"):
+        config.load_profile(mine)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- data\n- mcq\n", r"mine\.yaml: a profile is a mapping of sections .* not a list"),
+    ("inherits: tiny\ndata: {num_images: lots}\n", r"mine\.yaml: data\.num_images: .*got 'lots'"),
+    ("inherits: tiny\ndata: {source: scans}\n", r"data\.source 'scans' is neither a built-in source \(docci, "
+                                                r"table, hf\) nor one of plugins\.caption_sources \(synthetic\)"),
+    ("inherits: tiny\ndata: {num_images: 40\n", r"(?s)mine\.yaml: not valid YAML: .*mine\.yaml\", line 2"),
+    ("inherits: tiny\nlong_cot: {ban_rule: fuzzy}\n", r"long_cot\.ban_rule: .*'released', 'whole_word' or "
+                                                      r"'whole_word_forms'"),
+    ("inherits: tiny\nsft: {lpt: {learning_rate: [0.1]}}\n", r"unknown setting sft\.lpt\.learning_rate \(did you "
+                                                             r"mean sft\.lpt\.learning_rates\?\)"),
+])
+def test_a_bad_profile_is_an_error_that_names_the_file_and_the_key(tmp_path, text, message):
+    with pytest.raises(config.ProfileError, match=message):
+        config.load_profile(_mine(tmp_path, text))
+
+
+def test_yaml_loose_numbers_are_read_as_numbers(tmp_path):
+    # PyYAML reads 1e-5 (no dot) as text; the schema makes it the number it is
+    s = config.load_profile(_mine(tmp_path, "inherits: tiny\nsft: {lpt: {learning_rates: [1e-5]}}\n"))
+    assert s["sft"]["lpt"]["learning_rates"] == [1e-05]
+
+
+def test_an_override_of_the_wrong_type_is_named_as_the_override(tmp_path):
+    with pytest.raises(config.ProfileError, match=r"override simple_cot\.sampling\.n: "):
+        config.resolve_run("tiny", "t", {"paths.outputs": str(tmp_path), "simple_cot.sampling.n": "three"})

@@ -333,9 +333,9 @@ def test_model_rows_accept_hub_ids_and_reject_unknown_prompts(tmp_path):
     rows = ev.model_rows(run.settings, run.run_dir)
     assert [(r.name, r.model, r.available) for r in rows] == [("base", "tiny:vlm", True),
                                                               ("other", "Org/Some-VLM", True)]
-    bad = tiny_settings(tmp_path, prompts={"base": ["cot"]})
-    with pytest.raises(ValueError, match="unknown prompt"):
-        ev.model_rows(bad.settings, bad.run_dir)
+    with pytest.raises(config.ProfileError, match=r"override eval\.prompts: eval\.prompts\.base\.0: "
+                                                  r"expected 'direct' or 'think' \(got 'cot'\)"):
+        tiny_settings(tmp_path, prompts={"base": ["cot"]})  # refused when the run's settings are resolved
 
 
 # ----------------------------------------------------------------------------- the profiles' settings, image sizing

@@ -8,7 +8,8 @@ were read), one row per question with the published fields `idx`, `type` ("2D"/"
 items). Images are written once to `work_dir`.
 
 Two aggregates:
-- the paper's column: the mean of the four per-task accuracies (FACTS.md; `Task.aggregate`);
+- the paper's column: the mean of the four per-task accuracies (docs/evaluation.md, "What is evaluated,
+  and how"; `Task.aggregate`);
 - the CV-Bench authors' own (`authors_score`, the column "CV-Bench (authors')"): the mean of the 2D and
   the 3D accuracy, where 2D is the mean of the ADE20K and the COCO accuracy and 3D the Omni3D accuracy
   (the dataset card's evaluation code on the Hugging Face hub, nyu-visionx/CV-Bench). The record's

@@ -1,5 +1,5 @@
-"""Notebook 07: score the base, SFT and DPO models on the paper's benchmarks (FACTS.md, "Evaluation";
-docs/evaluation.md).
+"""Notebook 07: score the base, SFT and DPO models on the paper's benchmarks (docs/evaluation.md; each
+`eval` setting's source: docs/settings.md).
 
 The path of one item, whatever the benchmark (`lpt_utils.benchmarks` reads the published files):
 
@@ -29,8 +29,9 @@ the strict rule's table follows, labelled as this project's correction. `results
 Every prediction (model, prompt, benchmark, item, raw output, both extractions and verdicts) is
 saved, so `rescore` can recompute any score from the saved rows without calling a model.
 
-Decided here (FACTS.md is silent): the think prompt is not followed by a forced `<think>` in the
-`paper` profile (`eval.think_prefix: ""`; the appendix describes a system prompt only); the tiny
+Not stated in the paper (docs/settings.md, `eval.think_prefix`): the think prompt is not followed by a
+forced `<think>` in the `paper` profile (`eval.think_prefix: ""`; the appendix describes a system prompt
+only, and the released launcher passes `--force_thinking False`); the tiny
 profile forces it, since its models learned to continue an opened tag, not to open one. The paper's
 table rows: base + direct, base + think ("+ CoT prompt"), SFT + think, DPO + think — the prompt of
 the trained rows is inferred, not stated. The easy/hard halves of the difficulty samples are split
@@ -78,7 +79,7 @@ RETIRED_SETTINGS = {
 
 # ----------------------------------------------------------------------------- the paper's numbers
 
-# Table 1 / appendix Table 5 of the paper (FACTS.md, "The numbers to compare against"), keyed by
+# Table 1 / appendix Table 5 of the paper (arXiv 2504.15362), keyed by
 # (model row, prompt). The prompt of the SFT and DPO rows is inferred (think).
 PAPER_ROWS: dict[tuple[str, str], dict[str, float]] = {
     ("base", "direct"): {"avg": 58.47, "cv_bench": 74.74, "vstar": 48.51, "mmvp": 73.67, "mmstar": 63.73,

@@ -6,7 +6,8 @@ on it); after each call the engines score the exported model on held-out MCQs (`
 learning rate stops after `lpt.early_stop_patience` epochs without a better accuracy, and the best
 (learning rate, epoch) is kept as `<stage>/model/`. A sweep folder carries a fingerprint of what shapes
 its models: a killed sweep resumes where it stopped, a finished one re-runs without training or
-scoring anything, and a changed setting starts afresh. `run_sweep` is all of it, as a notebook calls it.
+scoring anything, and a changed setting starts afresh. `run_sweep` is all of it, as a notebook calls it;
+`prepare` is a notebook's set-up (stage 4 checked, the section, the starting model, the launcher).
 """
 
 from __future__ import annotations
@@ -316,3 +317,95 @@ def run_sweep(stage: str, settings: dict[str, Any], *, model: str, train_file: P
     print(f"kept: lr {best.learning_rate:g}, epoch {best.epoch} -> {model_dir}")
     return SweepOutcome(results=results, best=best, model_dir=model_dir, sweep_dir=sweep_dir, resumed=resumed,
                         command=command, val=val, validations=validations, start_accuracy=start)
+
+
+# ----------------------------------------------------------------------------- a notebook's set-up
+
+
+@dataclass
+class TrainingSetup:
+    """What notebook 05 (`stage` "sft") or 06 ("dpo") trains with, resolved once by `prepare`: the
+    checked section of the profile, the sweep's plan, where stage 4's data are, the starting model
+    (the student for SFT; the kept SFT model for DPO, also its frozen reference), the launcher's
+    process count and the gradient accumulation it implies."""
+
+    stage: str
+    settings: dict[str, Any]  # the run's resolved settings (every section)
+    section: StageSettings  # `settings[stage]`, checked: TRL's keys (`.trl`), this project's (`.lpt`)
+    plan: SweepPlan
+    data_dir: Path  # stage 4's folder (checked current)
+    stage_dir: Path  # `outputs/<run>/05_sft` or `06_dpo`
+    model: str  # the starting model
+    ref_model: str | None  # DPO's reference (the SFT model); None for SFT
+    num_processes: int
+    accumulation: int
+    resolve: Callable[[str], str] | None = None  # the run's model resolver (`Run.resolve_model`)
+    reference_accuracy: float | None = None  # DPO: the SFT model's validation accuracy, where comparable
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.section.per_device_batch_size * self.accumulation * self.num_processes
+
+    @property
+    def render_options(self) -> dict[str, Any]:
+        """The cutoff, image cap and overlong policy the examples are rendered with (`data.sft_examples`,
+        `data.dpo_examples`, `data.label_view` take them)."""
+        return {"max_length": self.section.value("max_length"), "max_pixels": self.section.lpt["max_pixels"],
+                "overlong": self.section.lpt["overlong"]}
+
+    @property
+    def validation_store(self) -> Path:
+        """Where the validation's model calls are stored."""
+        return self.stage_dir / "validation" / "requests.jsonl"
+
+    def write_examples(self, examples: pd.DataFrame, name: str) -> Path:
+        """Write the rendered examples the trainer's subprocess reads; returns the file."""
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        path = self.stage_dir / name
+        examples.to_parquet(path, index=False)
+        return path
+
+    def run_sweep(self, train_file: Path, *, score_start: bool = False) -> SweepOutcome:
+        """`run_sweep` for this stage with this set-up."""
+        return run_sweep(self.stage, self.settings, model=self.model, ref_model=self.ref_model, train_file=train_file,
+                         data_dir=self.data_dir, stage_dir=self.stage_dir, resolve=self.resolve,
+                         num_processes=self.num_processes, score_start=score_start)
+
+    def __str__(self) -> str:
+        from lpt_utils.config import show
+
+        lines = [f"{'policy and reference' if self.ref_model else 'base model'}: {self.model}", str(self.plan)]
+        if self.stage == "dpo":
+            v = self.section.value
+            lines.append(f"loss: {v('loss_type')} with weights {v('loss_weights')}, beta {v('beta')}")
+        lines.append(f"batch: {self.section.per_device_batch_size} per device x {self.accumulation} accumulated x "
+                     f"{self.num_processes} process(es) = {self.effective_batch_size}"
+                     + (" pairs" if self.stage == "dpo" else ""))
+        return "\n".join(lines) + "\n" + show(self.settings, (self.stage,))
+
+
+def prepare(run, stage: str) -> TrainingSetup:
+    """Notebook 05's or 06's set-up for a run (`config.Run`): stage 4 must be current (a stale one is
+    refused, naming the notebook to re-run), and for DPO the SFT stage too, with its model in place;
+    the section is checked (`StageSettings.from_section`); the launcher's processes are counted."""
+    if stage not in ("sft", "dpo"):
+        raise ValueError(f"stage must be 'sft' or 'dpo', not {stage!r}")
+    run.stage("training_data").check()
+    settings = run.settings
+    section = StageSettings.from_section(stage, settings[stage])
+    n_proc = launch.resolve_num_processes(section.lpt["num_processes"], section.lpt["launcher"])
+    ref_model, reference_accuracy = None, None
+    if stage == "sft":
+        model = run.resolve_model(settings["student"]["engine"]["model"])
+    else:
+        sft = run.stage("sft")
+        sft.check()
+        model = ref_model = str(sft.dir / "model")
+        if not (sft.dir / "model" / "config.json").exists():
+            raise FileNotFoundError(f"{model} does not exist: run notebook 05 (SFT) first")
+        if section.lpt["validation"] == settings["sft"]["lpt"]["validation"]:  # the scores are comparable only then
+            reference_accuracy = (sft.manifest() or {}).get("counts", {}).get("kept_val_accuracy")
+    return TrainingSetup(stage=stage, settings=settings, section=section, plan=SweepPlan.from_section(section),
+                         data_dir=run.stage_dir("training_data"), stage_dir=run.stage_dir(stage), model=model,
+                         ref_model=ref_model, num_processes=n_proc, accumulation=section.accumulation(n_proc),
+                         resolve=run.resolve_model, reference_accuracy=reference_accuracy)

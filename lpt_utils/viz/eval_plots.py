@@ -1,16 +1,13 @@
 """Figures of notebook 07 (saved with `lpt_utils.viz.plots.save` under `figures/<run>/`): the results as
 grouped bars beside the paper's numbers, response length vs accuracy, output-token histograms on
-easy vs hard items, and a few predictions beside their image."""
+easy vs hard items (predictions beside their image: `figures.prediction_examples`, `mcq_card`)."""
 
 from __future__ import annotations
-
-import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lpt_utils.engines.images import load_image
 from lpt_utils.pipeline.evaluation import paper_value
 
 
@@ -108,42 +105,5 @@ def easy_hard_hist(df: pd.DataFrame, title: str = "Output tokens on easy vs hard
             if i == len(benches) - 1:
                 ax.set_xlabel("output tokens", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def _short(text, n: int = 40) -> str | None:
-    if text is None or (isinstance(text, float) and np.isnan(text)):
-        return None
-    t = " ".join(str(text).split())
-    return t if len(t) <= n else t[:n] + "…"
-
-
-def prediction_cards(df: pd.DataFrame, width: int = 80, max_lines: int = 8):
-    """A few predictions: the image (if any), the question and options (right one marked), the raw
-    output (start), and what each rule extracted and its verdict (text colour: the strict one)."""
-    if df.empty:
-        print("(no predictions to show)")
-        return None
-    fig, axes = plt.subplots(len(df), 2, figsize=(11, 2.9 * len(df)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 2.6]})
-    for (ax_img, ax_txt), (_, r) in zip(axes, df.iterrows()):
-        if r["image_path"]:
-            ax_img.imshow(load_image(r["image_path"], max_pixels=512 * 512))
-        ax_img.set_axis_off()
-        ax_img.set_title(f"{r['benchmark']} {r['item_id']}", fontsize=8)
-        opts = "  ".join(("✔" if chr(65 + i) == r["right_letter"] else "") + f"({chr(65 + i)}) {c}"
-                         for i, c in enumerate(r["choices"]))
-        out = textwrap.wrap(" ".join(str(r["raw_output"]).split()), width)
-        lines = textwrap.wrap(r["question"], width) + textwrap.wrap(opts, width) + [""]
-        lines += [f"{r['model']} / {r['prompt']}:"] + out[:max_lines] + (["…"] if len(out) > max_lines else [])
-        verdict = "unanswered" if not r["answered"] else ("right" if r["correct"] else "wrong")
-        lines += [f"strict:   extracted {r['extracted'] if r['answered'] else '(none)'!r}  →  {verdict}"]
-        if "correct_released" in r:
-            rel = "right" if r["correct_released"] else "wrong"
-            lines += [f"released: extracted {_short(r.get('extracted_released'))!r}  →  {rel}"]
-        ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
-                    color="#1b5e20" if r["correct"] else "#b71c1c")
-        ax_txt.set_axis_off()
     fig.tight_layout()
     return fig

@@ -4,6 +4,9 @@ The notebooks call the stage functions with the frames they are about to write; 
 (`python -m lpt_utils.viz.figures --run NAME`) calls `render`, which reads every finished stage of a run
 and re-renders its figures into `figures/<run>/`. Which paper figure each one corresponds to is in
 `PAPER_FIGURES` (and in the README).
+
+Example cards (`*_examples`: which rows a stage shows) are chosen here, so that a notebook's HTML cards
+(`mcq_card.show`) and the PNGs written here (`save_cards`, `*_cards.png`) show the same rows.
 """
 
 from __future__ import annotations
@@ -17,20 +20,24 @@ import pandas as pd
 
 from lpt_utils import artifacts
 from lpt_utils.pipeline import behaviours
-from lpt_utils.viz import plots
+from lpt_utils.viz import mcq_card, plots
+from lpt_utils.viz.mcq_card import MCQCard
 
 PAPER_FIGURES = {
     "01_funnel": "— (stage-1 bookkeeping)",
     "01_question_types": "reasoning types of the generated MCQs (§3.1)",
+    "01_mcq_cards": "— (three valid MCQs beside their images)",
     "02_funnel": "— (stage-2 bookkeeping)",
     "02_accuracy_by_type": "— (the student's simple-CoT accuracy per reasoning type)",
     "02_lengths": "— (simple-CoT lengths, O vs X)",
+    "02_cot_cards": "— (three right and three wrong simple CoTs)",
     "03_funnel": "— (stage-3 bookkeeping)",
     "03_transitions": "the O/X transition statistics after the cue (§3.3)",
     "03_lengths": "CoT length distribution, simple vs long (paper: length histogram)",
     "03_lengths_by_cue": "CoT length distribution per cue",
     "03_behaviours": "cognitive behaviours in simple vs long CoTs (paper: behaviour bar chart)",
     "03_recovery_example": "the qualitative example: a wrong simple CoT, \"Wait,\" and the recovery",
+    "03_cot_cards": "— (one long CoT per transition: O→O, O→X, X→O, X→X)",
     "04_sft_lengths": "— (training-set lengths per source)",
     "04_dpo_pairs": "— (DPO pairs per rule)",
     "05_loss": "— (SFT training loss per learning rate)",
@@ -41,19 +48,87 @@ PAPER_FIGURES = {
     "07_results": "Table 1 as bars (base / + CoT prompt / SFT / SFT + DPO), the paper's numbers as ticks",
     "07_length_vs_accuracy": "response length vs accuracy of the trained models",
     "07_easy_vs_hard_tokens": "output-token histograms on easy vs hard questions",
+    "07_prediction_cards": "— (three predictions: right, wrong, unanswered; both rules' readings)",
 }
 
 
+# ----------------------------------------------------------------------------- examples, as cards
+# Which rows a notebook shows as examples, chosen here so that the notebook (HTML cards) and `render`
+# (PNG cards, `save_cards`) show the same ones.
+
+
+def save_cards(cards: list[MCQCard], figures_dir: Path, name: str, title: str | None = None, **kw) -> Path | None:
+    """Draw cards with `mcq_card.figure` and save them as a PNG; the figure is closed (a notebook shows
+    the same cards as HTML). None when there are no cards."""
+    import matplotlib.pyplot as plt
+
+    fig = mcq_card.figure(cards, title=title, **kw)
+    if fig is None:
+        return None
+    path = plots.save(fig, figures_dir, name)
+    plt.close(fig)
+    return path
+
+
+def _some(path: Path | None) -> list[Path]:
+    return [path] if path is not None else []
+
+
+def _by_id(mcqs: pd.DataFrame) -> dict[str, dict]:
+    return {m["mcq_id"]: m for m in mcqs.to_dict("records")}
+
+
+def mcq_examples(df: pd.DataFrame, n: int = 3) -> list[MCQCard]:
+    """`n` valid MCQs of stage 1, drawn with a fixed seed."""
+    valid = df[df.is_valid]
+    return [mcq_card.mcq_only_card(m) for m in valid.sample(min(n, len(valid)), random_state=0).to_dict("records")]
+
+
+def simple_cot_examples(df: pd.DataFrame, mcqs: pd.DataFrame, n: int = 3) -> list[MCQCard]:
+    """`n` right (O) and `n` wrong (X) kept simple CoTs of stage 2, drawn with a fixed seed."""
+    kept, by_id = df[df.kept], _by_id(mcqs)
+    picks = [kept[kept.label == k] for k in ("O", "X")]
+    rows = pd.concat([p.sample(min(n, len(p)), random_state=0) for p in picks])
+    return [mcq_card.simple_cot_card(r, by_id[r["mcq_id"]]) for r in rows.to_dict("records")]
+
+
+def transition_examples(df: pd.DataFrame, mcqs: pd.DataFrame) -> list[MCQCard]:
+    """One kept long CoT per transition (X→O first: the recovery example, `recovery_pick`)."""
+    kept, by_id = df[df.kept], _by_id(mcqs)
+    rows = []
+    for t in ("X→O", "O→O", "O→X", "X→X"):
+        pick = recovery_pick(kept, mcqs) if t == "X→O" else next(iter(kept[kept.transition == t].to_dict("records")),
+                                                                   None)
+        if pick is not None:
+            rows.append(pick)
+    return [mcq_card.long_cot_card(r, by_id[r["mcq_id"]]) for r in rows]
+
+
+def prediction_examples(df: pd.DataFrame) -> list[MCQCard]:
+    """Three predictions of stage 7, one right, one wrong, one unanswered (strict rule), where there
+    are such, drawn with a fixed seed."""
+    picks = [df[df.correct], df[df.answered & ~df.correct], df[~df.answered]]
+    rows = pd.concat([p.sample(1, random_state=0) for p in picks if len(p)] or [df.head(0)])
+    return [mcq_card.prediction_card(r) for r in rows.to_dict("records")]
+
+
 def mcq_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path) -> list[Path]:
+    """Funnel, reasoning types, three example cards."""
     valid = df[df.is_valid]
     return [plots.save(plots.funnel_chart(funnel_steps, "Stage 1 funnel"), figures_dir, "01_funnel"),
             plots.save(plots.bar_counts(valid.question_type.value_counts(),
                                         f"Reasoning types of {len(valid)} valid MCQs"), figures_dir,
-                       "01_question_types")]
+                       "01_question_types"),
+            *_some(save_cards(mcq_examples(df), figures_dir, "01_mcq_cards", "Valid MCQs (the right option ticked)"))]
 
 
-def simple_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path) -> list[Path]:
+def simple_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path, *,
+                       mcqs: pd.DataFrame | None = None) -> list[Path]:
+    """Funnel, accuracy by question type, lengths O vs X; with the MCQs, example cards."""
     kept = df[df.kept]
+    cards = (save_cards(simple_cot_examples(df, mcqs), figures_dir, "02_cot_cards",
+                        "Simple CoTs: right (O), then wrong (X); ✔ the right option, ◀ the one answered")
+             if mcqs is not None else None)
     return [
         plots.save(plots.funnel_chart(funnel_steps, "Stage 2 funnel"), figures_dir, "02_funnel"),
         plots.save(plots.accuracy_by(kept, "question_type",
@@ -62,14 +137,15 @@ def simple_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: 
         plots.save(plots.length_hist({"O (right)": kept[kept.label == "O"].num_tokens,
                                       "X (wrong)": kept[kept.label == "X"].num_tokens}, "Simple-CoT length"),
                    figures_dir, "02_lengths"),
+        *_some(cards),
     ]
 
 
 def long_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Path, *,
                      mcqs: pd.DataFrame | None = None, judged: pd.DataFrame | None = None) -> list[Path]:
     """Funnel, transitions per cue, simple vs long lengths (overall and per cue, in the student's
-    tokens: columns `simple_thought_tokens`, `long_thought_tokens`), behaviours (when judged) and
-    the recovery example (when the MCQs are given and an X→O exists)."""
+    tokens: columns `simple_thought_tokens`, `long_thought_tokens`), behaviours (when judged); with
+    the MCQs, the recovery example (when an X→O exists) and one card per transition."""
     from lpt_utils.pipeline import long_cot
 
     kept = df[df.kept]
@@ -88,9 +164,13 @@ def long_cot_figures(df: pd.DataFrame, funnel_steps: list[dict], figures_dir: Pa
         out.append(plots.save(plots.behaviour_bars(behaviours.shares(judged),
                                                    f"Cognitive behaviours (judge: {judge})"),
                               figures_dir, "03_behaviours"))
-    if mcqs is not None and (pick := recovery_pick(kept, mcqs)) is not None:
-        mcq = mcqs.set_index("mcq_id").loc[pick["mcq_id"]].to_dict()
-        out.append(plots.save(plots.recovery_example(pick, mcq), figures_dir, "03_recovery_example"))
+    if mcqs is not None:
+        if (pick := recovery_pick(kept, mcqs)) is not None:
+            out += _some(save_cards([mcq_card.long_cot_card(pick, _by_id(mcqs)[pick["mcq_id"]])], figures_dir,
+                                    "03_recovery_example", "A wrong simple thought, the cue, and the recovery (X→O)",
+                                    max_lines=None))
+        out += _some(save_cards(transition_examples(df, mcqs), figures_dir, "03_cot_cards",
+                                "One long CoT per transition: simple thought, cue (yellow), added thought (blue)"))
     return out
 
 
@@ -170,6 +250,8 @@ def eval_figures(df: pd.DataFrame, difficulty: pd.DataFrame | None, figures_dir:
         fig = eval_plots.easy_hard_hist(evaluation.with_difficulty(df[df.prompt == "think"], difficulty))
         if fig is not None:
             out.append(plots.save(fig, figures_dir, "07_easy_vs_hard_tokens"))
+    out += _some(save_cards(prediction_examples(df), figures_dir, "07_prediction_cards",
+                            "Predictions: right, wrong, unanswered (strict rule; ◀ the option it read)"))
     return out
 
 
@@ -195,7 +277,7 @@ def render(run) -> dict[str, Any]:
         return mcq_figures(rows("mcq"), funnel("mcq"), fig_dir)
 
     def simple(d):
-        return simple_cot_figures(rows("simple_cot"), funnel("simple_cot"), fig_dir)
+        return simple_cot_figures(rows("simple_cot"), funnel("simple_cot"), fig_dir, mcqs=rows("mcq"))
 
     def long(d):
         judged = pd.read_parquet(d / "behaviours.parquet") if (d / "behaviours.parquet").exists() else None

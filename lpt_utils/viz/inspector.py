@@ -39,7 +39,7 @@ import pandas as pd
 
 from lpt_utils import artifacts, config, stages
 from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS, LongCoT, SimpleCoT
-from lpt_utils.viz import cards
+from lpt_utils.viz import mcq_card
 
 SFT_SETS = ("sft_simple", "sft_long")
 DPO_SETS = ("dpo_O", "dpo_XO")
@@ -232,7 +232,7 @@ def mcq_group_html(group: MCQGroup) -> str:
             if group.hidden else "")
     if not group.simples and group.mcq.get("is_valid", True):
         note = (note + "; " if note else "") + "no simple CoTs for this MCQ in this run"
-    return cards.mcq_cot_card(group.mcq, [(g.simple, g.expansions) for g in group.simples], note=note)
+    return mcq_card.html(mcq_card.inspector_card(group.mcq, [(g.simple, g.expansions) for g in group.simples], note))
 
 
 # ----------------------------------------------------------------------------- SFT rows, DPO pairs
@@ -327,13 +327,13 @@ def _training_note(view: RunView, sets: dict[str, pd.DataFrame], name: str | Non
 def sft_html(sel: Selection, start: int, count: int) -> str:
     kind = f" · source {sel.sft_source}" if sel.sft_source else ""
     return _rows_section(f"SFT rows · {sel.sft_set or '—'}{kind} ·", sel.sft_rows(), start, count,
-                         cards.sft_card, _training_note(sel.view, sel.view.sft, sel.sft_set))
+                         lambda r: mcq_card.html(mcq_card.sft_card(r)), _training_note(sel.view, sel.view.sft, sel.sft_set))
 
 
 def dpo_html(sel: Selection, start: int, count: int) -> str:
     kind = f" · rule {sel.dpo_rule}" if sel.dpo_rule else ""
     return _rows_section(f"DPO pairs · {sel.dpo_set or '—'}{kind} ·", sel.dpo_rows(), start, count,
-                         cards.dpo_card, _training_note(sel.view, sel.view.dpo, sel.dpo_set))
+                         lambda r: mcq_card.html(mcq_card.dpo_card(r)), _training_note(sel.view, sel.view.dpo, sel.dpo_set))
 
 
 def selection_html(sel: Selection, max_mcqs: int = 1, max_rows: int = 1) -> str:
@@ -354,7 +354,7 @@ def export_html(sel: Selection, path: str | Path, max_mcqs: int = 10, max_rows: 
     images inlined, CSS inline, no scripts. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    page = cards.html_page(sel.title(), selection_html(sel, max_mcqs, max_rows),
+    page = mcq_card.html_page(sel.title(), selection_html(sel, max_mcqs, max_rows),
                            subtitle=f"run folder {sel.view.run_dir}")
     path.write_text(page, encoding="utf-8")
     return path
@@ -367,7 +367,7 @@ def default_export_path(sel: Selection) -> Path:
 
 def snapshot_html(sel: Selection, collapsed: bool = True) -> str:
     """The first page of the selection as static HTML, for copies of a notebook without a kernel."""
-    body = cards.CSS + cards.SFT_CSS + cards.INSPECTOR_CSS + (
+    body = mcq_card.CSS + (
         f'<div class="lpt-page"><b>{html.escape(sel.title())}</b>{selection_html(sel)}</div>')
     if not collapsed:
         return body
@@ -527,7 +527,7 @@ class Inspector:
             self._syncing = False
         self.prev_mcq.disabled, self.next_mcq.disabled = i <= 0, i >= n - 1
         # The view first, the count last: whoever sees the new count sees the new MCQ.
-        self.mcq_view.value = cards.CSS + cards.INSPECTOR_CSS + (
+        self.mcq_view.value = mcq_card.CSS + (
             mcq_group_html(group_mcq(self.selection.view, self._ids[i], self.selection.filters,
                                      self.selection.only_matching)) if n else "")
         self.mcq_count.value = f"of {n} matching MCQs" if n else "no MCQ matches these filters"
@@ -545,14 +545,14 @@ class Inspector:
             self.selection.sft_source = None if self.sft_source.value == ANY else self.sft_source.value
             self._show_rows(self.selection.sft_rows(), index, "sft_index", self.prev_sft, self.next_sft,
                             self.sft_position, self.sft_view,
-                            lambda s, i, k: cards.CSS + cards.SFT_CSS + cards.INSPECTOR_CSS + sft_html(s, i, k))
+                            lambda s, i, k: mcq_card.CSS + sft_html(s, i, k))
 
     def show_dpo(self, index: int) -> None:
         if not self._syncing:
             self.selection.dpo_rule = None if self.dpo_rule.value == ANY else self.dpo_rule.value
             self._show_rows(self.selection.dpo_rows(), index, "dpo_index", self.prev_dpo, self.next_dpo,
                             self.dpo_position, self.dpo_view,
-                            lambda s, i, k: cards.CSS + cards.SFT_CSS + cards.INSPECTOR_CSS + dpo_html(s, i, k))
+                            lambda s, i, k: mcq_card.CSS + dpo_html(s, i, k))
 
     def current_sft(self) -> dict[str, Any] | None:
         rows = self.selection.sft_rows()

@@ -1,13 +1,12 @@
-"""Figures the notebooks show and save under `figures/<run>/`: small, readable, one function each."""
+"""Figures the notebooks show and save under `figures/<run>/`: small, readable, one function each
+(example cards of captions, MCQs and CoTs: `lpt_utils.viz.mcq_card`)."""
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from PIL import Image
 
 
 def save(fig, figures_dir: Path, name: str) -> Path:
@@ -16,33 +15,6 @@ def save(fig, figures_dir: Path, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
-
-
-def mcq_cards(rows: pd.DataFrame, n: int = 3, width: int = 60):
-    """A few MCQs beside their images: question, options (right one marked), type."""
-    rows = rows.head(n)
-    if rows.empty:
-        print("(no MCQs to show)")
-        return None
-    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.6]})
-    for (ax_img, ax_txt), (_, r) in zip(axes, rows.iterrows()):
-        with Image.open(r["image_path"]) as im:
-            ax_img.imshow(im.convert("RGB"))
-        ax_img.set_axis_off()
-        ax_img.set_title(r["mcq_id"], fontsize=8)
-        lines = textwrap.wrap(r["question"], width) + [""]
-        for i, c in enumerate(r["choices"]):
-            mark = "✔" if r["is_valid"] and chr(65 + i) == r["answer_letter"] else " "
-            lines += textwrap.wrap(f"{mark} ({chr(65 + i)}) {c}", width)
-        lines += ["", f"type: {r['question_type']}",
-                  f"forms: {r['choice_form']} / {r['answer_form']}"]
-        if not r["is_valid"]:
-            lines += [f"INVALID: {r['invalid_reason']}"]
-        ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=9, family="monospace")
-        ax_txt.set_axis_off()
-    fig.tight_layout()
-    return fig
 
 
 def bar_counts(counts: pd.Series, title: str, xlabel: str = "count"):
@@ -72,69 +44,6 @@ def funnel_chart(funnel_steps: list[dict], title: str):
     ax.set_xlim(0, 1)
     ax.xaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def caption_cards(records, n: int = 3, width: int = 70, max_lines: int = 14):
-    """A few caption records: the image and the start of its description."""
-    records = list(records)[:n]
-    if not records:
-        print("(no records to show)")
-        return None
-    fig, axes = plt.subplots(len(records), 2, figsize=(10, 2.8 * len(records)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.8]})
-    for (ax_img, ax_txt), r in zip(axes, records):
-        with Image.open(r.image_path) as im:
-            ax_img.imshow(im.convert("RGB"))
-        ax_img.set_axis_off()
-        ax_img.set_title(r.image_id, fontsize=8)
-        lines = textwrap.wrap(r.description, width)
-        text = "\n".join(lines[:max_lines]) + (" …" if len(lines) > max_lines else "")
-        ax_txt.text(0, 1, text, va="top", ha="left", fontsize=8)
-        ax_txt.set_axis_off()
-    fig.tight_layout()
-    return fig
-
-
-def validation_cards(result, mcqs: pd.DataFrame | None, store: Path, n: int = 3):
-    """A trained model's validation (`training.validation.ValidationResult`, or None without validation): its
-    accuracy overall and by type, then `n` of its scored held-out answers beside their images."""
-    if result is None:
-        print("the profile trains without validation: no held-out answers to show")
-        return None
-    print({"accuracy": round(result.accuracy, 3), **result.accuracy_by_type})
-    if not result.rows:  # a re-run reads the score back; the answers stay in the request store
-        print(f"scored in an earlier run; its answers are in {store}")
-        return None
-    from lpt_utils.pipeline import simple_cot
-
-    return cot_cards(pd.DataFrame(simple_cot.to_rows(result.rows)).head(n), mcqs)
-
-
-def cot_cards(cots: pd.DataFrame, mcqs: pd.DataFrame, width: int = 70, max_lines: int = 10):
-    """Responses beside their image: question, options (right one marked), thought, answer, label."""
-    if cots.empty:
-        print("(no responses to show)")
-        return None
-    by_id = mcqs.set_index("mcq_id")
-    fig, axes = plt.subplots(len(cots), 2, figsize=(11, 3.0 * len(cots)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 2.2]})
-    for (ax_img, ax_txt), (_, r) in zip(axes, cots.iterrows()):
-        m = by_id.loc[r["mcq_id"]]
-        with Image.open(m["image_path"]) as im:
-            ax_img.imshow(im.convert("RGB"))
-        ax_img.set_axis_off()
-        ax_img.set_title(r["response_id"], fontsize=8)
-        opts = "  ".join(("✔" if chr(65 + i) == m["answer_letter"] else "") + f"({chr(65 + i)}) {c}"
-                         for i, c in enumerate(m["choices"]))
-        thought = textwrap.wrap(r["thought"], width)
-        lines = textwrap.wrap(m["question"], width) + textwrap.wrap(opts, width) + [""]
-        lines += ["thought: " + (thought[0] if thought else "")] + thought[1:max_lines]
-        lines += [f"answer: {r['answer']}   →  {r['label']}"]
-        ax_txt.text(0, 1, "\n".join(lines), va="top", ha="left", fontsize=8, family="monospace",
-                    color="#1b5e20" if r["label"] == "O" else "#b71c1c")
-        ax_txt.set_axis_off()
     fig.tight_layout()
     return fig
 
@@ -208,28 +117,5 @@ def behaviour_bars(shares: pd.DataFrame, title: str):
     ax.set_ylabel("share of CoTs")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def recovery_example(row: dict, mcq: dict, width: int = 72):
-    """The paper's qualitative figure: the image, the question, a wrong simple thought, the cue and
-    the recovery (simple thought in black, cue in orange, added thought in blue)."""
-    fig, (ax_img, ax_txt) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2.4]})
-    with Image.open(mcq["image_path"]) as im:
-        ax_img.imshow(im.convert("RGB"))
-    ax_img.set_axis_off()
-    opts = "   ".join(("✔" if chr(65 + i) == mcq["answer_letter"] else "") + f"({chr(65 + i)}) {c}"
-                      for i, c in enumerate(mcq["choices"]))
-    blocks = [("\n".join(textwrap.wrap(mcq["question"], width) + textwrap.wrap(opts, width)), "black", "bold"),
-              ("\n".join(textwrap.wrap("Simple CoT: " + row["simple_thought"], width)), "#b71c1c", "normal"),
-              (row["cue"], "#e65100", "bold"),
-              ("\n".join(textwrap.wrap(row["added_thought"], width)), "#0d47a1", "normal"),
-              (f"answer: {row['answer']}   ({row['transition']})", "black", "bold")]
-    y = 1.0
-    for text, colour, weight in blocks:
-        ax_txt.text(0, y, text, va="top", ha="left", fontsize=9, color=colour, weight=weight, family="monospace")
-        y -= 0.075 * (text.count("\n") + 1) + 0.04
-    ax_txt.set_axis_off()
     fig.tight_layout()
     return fig

@@ -1,11 +1,16 @@
 """Figures of notebooks 05-06 (training): loss curves, validation accuracy per epoch, DPO reward margins.
 Each takes what `lpt_utils.training.sweep` returns (`load_histories`, `results_table`) and returns a figure;
-`lpt_utils.viz.plots.save` writes it under `figures/<run>/`."""
+`lpt_utils.viz.plots.save` writes it under `figures/<run>/`. `validation_examples`: the kept model's
+held-out answers as cards (`lpt_utils.viz.mcq_card`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from lpt_utils.viz import mcq_card
 
 
 def _series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -88,3 +93,22 @@ def reward_margins(histories: dict[float, list[dict]], title: str, best_lr: floa
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def validation_examples(result, mcqs: pd.DataFrame | None, store: Path, n: int = 3) -> list[mcq_card.MCQCard]:
+    """A trained model's validation (`training.validation.ValidationResult`; None: the profile trains
+    without validation): prints its accuracy overall and by type, and returns `n` of its scored
+    held-out answers as cards (none when the score was read back from an earlier run: the answers
+    stay in the request `store`)."""
+    if result is None:
+        print("the profile trains without validation: no held-out answers to show")
+        return []
+    print({"accuracy": round(result.accuracy, 3), **result.accuracy_by_type})
+    if not result.rows:
+        print(f"scored in an earlier run; its answers are in {store}")
+        return []
+    from lpt_utils.pipeline import simple_cot
+
+    by_id = {m["mcq_id"]: m for m in mcqs.to_dict("records")}
+    rows = simple_cot.to_rows(result.rows)[:n]
+    return [mcq_card.simple_cot_card(r, by_id[r["mcq_id"]]) for r in rows]
