@@ -7,8 +7,8 @@ below it; `pyproject.toml`'s import-linter contracts hold this in `make test`):
 - `pipeline`: the paper's steps: captions and MCQs (01), simple CoTs and answer reading (02), long
   CoTs (03), training data and its sharegpt format (04), evaluation (07)
 - `benchmarks`: the evaluation benchmarks' published files, one task each
+- `config`: profiles, overrides, a run's folders and plugins; `profile_schema`: every setting's type
 - `engines`: one generation interface (vLLM, OpenAI-compatible HTTP, transformers) + the request store
-- `config`: profiles, overrides, a run's folders and plugins
 - `stages`: the stage registry (folders, settings, upstream stages, records; load, write, staleness)
 - `records`, `artifacts`, `plugins`, `prompts`: artifact rows, funnels and hashes, plugins by name,
   prompt templates
