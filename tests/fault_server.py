@@ -6,7 +6,10 @@ then answers normally:
 - ``"429"``, ``"500"``, ``"503"``, ``"400"``: that HTTP status with an OpenAI-style error body;
 - ``"hang"``: never answers (until the server stops): the client's timeout must end the call;
 - ``"drop"``: closes the connection without any response;
-- ``"fewer"``: answers with one choice fewer than asked.
+- ``"fewer"``: answers with one choice fewer than asked;
+- ``"truncated"``: starts a 200 answer whose body stops halfway (the connection closes early);
+- ``"malformed"``: a 200 answer whose body is not JSON (a proxy's error page, say);
+- ``"no_choices"``: a 200 JSON answer without its choices.
 
 Normal answers: choice i of a chat or completion request is ``"reply[i]: <last text>"``. The server
 records every call (path, JSON body, Authorization header) and the largest number of requests
@@ -104,6 +107,20 @@ class FaultServer:
                 raise asyncio.CancelledError
             if fault == "hang":
                 await asyncio.Event().wait()  # never set: cancelled when the server stops
+            if fault == "malformed":
+                return web.Response(status=200, text="<html>502 Bad Gateway</html>", content_type="application/json")
+            if fault == "no_choices":
+                return web.json_response({"id": "x", "object": "chat.completion", "model": self.model})
+            if fault == "truncated":
+                import json
+
+                full = json.dumps(self._answer(request.path, body)).encode()
+                resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json",
+                                                               "Content-Length": str(len(full))})
+                await resp.prepare(request)
+                await resp.write(full[: len(full) // 2])
+                request.transport.abort()  # the rest never comes
+                raise asyncio.CancelledError
             if self.answer_delay_s:
                 await asyncio.sleep(self.answer_delay_s)
             answer = self._answer(request.path, body)

@@ -58,9 +58,15 @@ class EngineRequestError(RuntimeError):
     """A request the server refused (non-retryable status) or that failed after every retry."""
 
 
+class MalformedResponse(RuntimeError):
+    """A 200 answer that is not a completion: a body that is not JSON (a proxy's error page), or JSON
+    without choices. Retried like a 5xx: such answers are usually a passing fault upstream."""
+
+
 def is_retryable(e: BaseException) -> bool:
-    """429, 5xx, timeouts and connection errors (dropped connections included)."""
-    if isinstance(e, openai.APIConnectionError):  # includes APITimeoutError
+    """429, 5xx, timeouts, connection errors (dropped connections and cut-short bodies included) and
+    malformed answers."""
+    if isinstance(e, (openai.APIConnectionError, MalformedResponse)):  # includes APITimeoutError
         return True
     if isinstance(e, openai.APIStatusError):
         return e.status_code == 429 or e.status_code >= 500
@@ -158,20 +164,24 @@ class OpenAIEngine:
         """One HTTP request (no retries): [(text, token count or None, finish reason)] per choice."""
         s = r.sampling
         extra = self._vllm_extras(r)
-        if r.prompt is not None:
-            resp = await client.completions.create(
-                prompt=r.prompt + r.assistant_prefix, max_tokens=s.max_new_tokens,
-                extra_body=extra or None, **self._common_kwargs(s),
-            )
-            choices = sorted(resp.choices, key=lambda c: c.index)
-            texts = [c.text for c in choices]
-        else:
-            resp = await client.chat.completions.create(
-                messages=convert_messages(r, self._image_part), max_completion_tokens=s.max_new_tokens,
-                extra_body=extra or None, **self._common_kwargs(s),
-            )
-            choices = sorted(resp.choices, key=lambda c: c.index)
-            texts = [c.message.content or "" for c in choices]
+        try:
+            if r.prompt is not None:
+                resp = await client.completions.create(
+                    prompt=r.prompt + r.assistant_prefix, max_tokens=s.max_new_tokens,
+                    extra_body=extra or None, **self._common_kwargs(s),
+                )
+                choices = sorted(resp.choices, key=lambda c: c.index)
+                texts = [c.text for c in choices]
+            else:
+                resp = await client.chat.completions.create(
+                    messages=convert_messages(r, self._image_part), max_completion_tokens=s.max_new_tokens,
+                    extra_body=extra or None, **self._common_kwargs(s),
+                )
+                choices = sorted(resp.choices, key=lambda c: c.index)
+                texts = [c.message.content or "" for c in choices]
+        except (ValueError, TypeError, AttributeError) as e:  # a body that is not JSON, or no choices
+            raise MalformedResponse(f"the server's 200 answer is not a completion ({type(e).__name__}: "
+                                    f"{str(e)[:120]})") from e
         if len(choices) != s.n:
             raise EngineRequestError(f"server returned {len(choices)} choices for n={s.n}")
         usage = getattr(resp, "usage", None)
@@ -204,7 +214,7 @@ class OpenAIEngine:
                     async with sem:
                         samples = await self._call(client, r)
             return samples
-        except openai.APIError as e:
+        except (openai.APIError, MalformedResponse) as e:
             if is_retryable(e):
                 raise EngineRequestError(
                     f"request {i} failed after {self.cfg.max_retries + 1} attempts: {_describe(e)}"
