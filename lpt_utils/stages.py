@@ -17,13 +17,15 @@ stages), or when an upstream stage's manifest no longer matches what it recorded
 again since). `Stage.load()` refuses a stale stage and names the notebook to re-run; `Stage.status()`
 reports without refusing (figures and the inspector read old runs that way).
 
-**Parts.** Several writers of one stage (shards of an array job) each call `write(..., part=name)`;
-`merge()` joins the parts into the stage's file, drops rows repeated across parts (by `row_key`) and
-counts them, and sums their funnels.
+**Parts.** Several writers of one stage (shards of an array job) each take their rows
+(`take_shard`: by a hash of the MCQ id) and call `write(..., part=part_name(i, n))`; `merge()` joins
+the parts into the stage's file, drops rows repeated across parts (by `row_key`) and counts them, and
+sums their funnels.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -154,6 +156,11 @@ class Stage:
     def hash(self) -> str:
         return expected_hash(self.settings, self.spec.key)
 
+    def requests(self, name: str, part: str | None = None) -> Path:
+        """The store file of one of the stage's models (`requests/<name>.jsonl`), or of one part's
+        (`requests/<name>.part-<part>.jsonl`); every part's store reads the others' answers."""
+        return self.dir / "requests" / (f"{name}.part-{part}.jsonl" if part else f"{name}.jsonl")
+
     def upstream(self, key: str) -> Stage:
         return Stage(self.run_dir, self.settings, key)
 
@@ -261,6 +268,28 @@ class Stage:
         counts = {"parts": {n: m["counts"] for n, m in zip(names, manifests)},
                   "repeated_across_parts": before - len(df)}
         return self.write(df, funnel=funnel, counts=counts)
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """Which of `num_shards` shards a row belongs to, from a hash of its key (an MCQ id: each MCQ's
+    samples, de-duplication and pairs stay in one shard), whatever the order of the rows."""
+    return int.from_bytes(hashlib.sha256(str(key).encode()).digest()[:8], "big") % num_shards
+
+
+def part_name(shard_index: int, num_shards: int) -> str:
+    """The name of one shard's part of a stage ("1-of-3"; shards count from 0)."""
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index {shard_index} is not in 0..{num_shards - 1}")
+    return f"{shard_index}-of-{num_shards}"
+
+
+def take_shard(rows: pd.DataFrame, column: str, shard_index: int, num_shards: int) -> pd.DataFrame:
+    """The rows of one shard (all of them when `num_shards` is 1), in their order."""
+    part_name(shard_index, num_shards)
+    if num_shards == 1:
+        return rows
+    mask = rows[column].map(lambda k: shard_of(k, num_shards) == shard_index)
+    return rows[mask.to_numpy()].reset_index(drop=True)
 
 
 def _identity(manifest: dict[str, Any]) -> dict[str, str]:

@@ -135,3 +135,16 @@ def test_rerun_stale_runs_the_chain_from_the_first_stale_stage(tmp_path):
     assert chain[:2] == ["03_long_cot", "04_build_datasets"] and chain[-1] == "07_eval_benchmarks"
     run.stage("mcq").write(_mcqs(question="What shape?"))  # 01 again, other rows: 02 onwards is stale
     assert stale_chain(run)[0] == "02_simple_cot" and len(stale_chain(run)) == 6
+
+
+def test_shards_split_by_mcq_id_whatever_the_row_order():
+    df = pd.DataFrame({"mcq_id": [f"img{i // 3}-q{i % 3}" for i in range(60)], "sample": range(60)})
+    parts = [stages.take_shard(df, "mcq_id", i, 3) for i in range(3)]
+    assert sum(len(p) for p in parts) == 60 and all(len(p) for p in parts)
+    assert set.union(*(set(p.mcq_id) for p in parts)) == set(df.mcq_id)
+    assert not set(parts[0].mcq_id) & set(parts[1].mcq_id)  # an MCQ lives in one shard
+    shuffled = df.sample(frac=1, random_state=0)
+    assert set(stages.take_shard(shuffled, "mcq_id", 1, 3).mcq_id) == set(parts[1].mcq_id)
+    assert stages.take_shard(df, "mcq_id", 0, 1) is df
+    with pytest.raises(ValueError, match="shard_index 3 is not in 0..2"):
+        stages.take_shard(df, "mcq_id", 3, 3)

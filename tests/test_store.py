@@ -243,3 +243,21 @@ def test_identical_requests_keep_their_own_meta(tmp_path: Path):
     out = run_requests(CountingEngine(), reqs, RequestStore(tmp_path / "s.jsonl"))
     assert [r.meta["index"] for r in out] == [0, 1, 2]
     assert out.stats.generated == 1
+
+
+def test_shards_write_their_own_part_and_every_store_of_the_stage_reads_them_all(tmp_path: Path):
+    requests = make_requests(9)
+    stage = tmp_path / "run" / "02_simple_cot" / "requests"
+    parts = [stage / f"student.part-{i}-of-3.jsonl" for i in range(3)]
+    for i, path in enumerate(parts):  # three shards, three writers, three files
+        mine = [r for k, r in enumerate(requests) if k % 3 == i]
+        with RequestStore(path) as store:
+            run_requests(CountingEngine(), mine, store)
+    assert [len(file_keys(p)) for p in parts] == [3, 3, 3]
+    engine = CountingEngine()
+    with RequestStore(stage / "student.jsonl") as whole:  # the stage run again, unsharded
+        results = run_requests(engine, requests, whole)
+    check_answers(results, requests)
+    assert engine.seen == [] and not (stage / "student.jsonl").exists()
+    with RequestStore(parts[0]) as again:  # a shard sees the other shards' answers too
+        assert len(again) == 9

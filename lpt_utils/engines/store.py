@@ -16,6 +16,10 @@ the same store refuses at once (`StoreBusy`), naming the run, the stage and the 
 start time), instead of generating and paying for every request a second time. A lock file left by
 a process that has died is taken over with a notice. `run_requests` re-reads what was appended
 since the store was opened before it decides what to generate.
+
+Parts: the shards of one stage each write their own file (`name.part-<i>-of-<n>.jsonl`, so each has
+its own writer) and read every part's and the whole stage's file (`name.jsonl`): a request answered
+by any of them is never generated again, however the stage is run next.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class RequestStore:
         self._records: dict[str, GenerationResult] = {}
         self._ends_mid_line = False  # the file's last byte is not a newline
         self._offset = 0  # bytes of the file read so far
+        self._sibling_offsets: dict[Path, int] = {}  # the same for the other parts' files (read only)
         self._lock_fd: int | None = None
         self._lock()
         self.refresh()
@@ -124,8 +129,41 @@ class RequestStore:
 
     # ------------------------------------------------------------------------- reading
 
+    def siblings(self) -> list[Path]:
+        """The other parts of this store: `name.jsonl` and every `name.part-<i>-of-<n>.jsonl` beside it
+        (shards of one stage each write their own file; every part reads all of them)."""
+        base = self.path.name.split(".part-")[0].removesuffix(".jsonl")
+        found = [self.path.with_name(f"{base}.jsonl")] + sorted(self.path.parent.glob(f"{base}.part-*.jsonl"))
+        return [p for p in found if p != self.path and p.exists()]
+
     def refresh(self) -> int:
-        """Read what was appended to the file since it was last read; returns how many new records."""
+        """Read what was appended to the file (and to its siblings' files) since it was last read;
+        returns how many new records."""
+        before = len(self._records)
+        for sib in self.siblings():
+            with open(sib, "rb") as f:
+                f.seek(self._sibling_offsets.get(sib, 0))
+                data = f.read()
+            complete = data[:data.rfind(b"\n") + 1]  # a line in flight is read next time
+            self._sibling_offsets[sib] = self._sibling_offsets.get(sib, 0) + len(complete)
+            self._parse(complete)
+        return self._refresh_own() + len(self._records) - before
+
+    def _parse(self, chunk: bytes) -> None:
+        for line in chunk.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                rec = GenerationResult.from_json(d)
+                if not isinstance(rec.key, str) or not isinstance(rec.texts, list):
+                    raise ValueError("not a GenerationResult")
+            except (ValueError, TypeError, UnicodeDecodeError):
+                self.corrupt_lines += 1
+                continue
+            self._records.setdefault(rec.key, rec)
+
+    def _refresh_own(self) -> int:
         if not self.path.exists():
             return 0
         with open(self.path, "rb") as f:
@@ -140,21 +178,9 @@ class RequestStore:
         if self._offset == 0 and tail:
             complete, tail = data, b""
             self._ends_mid_line = True
-        before = len(self._records)
-        for line in complete.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                rec = GenerationResult.from_json(d)
-                if not isinstance(rec.key, str) or not isinstance(rec.texts, list):
-                    raise ValueError("not a GenerationResult")
-            except (ValueError, TypeError, UnicodeDecodeError):
-                self.corrupt_lines += 1
-                continue
-            self._records.setdefault(rec.key, rec)
+        self._parse(complete)
         self._offset += len(complete)
-        return len(self._records) - before
+        return 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -188,7 +214,7 @@ class RequestStore:
         lines = [json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in new]
         payload = ("\n" if self._ends_mid_line else "") + "".join(lines)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.refresh()  # what another store object of this process appended, so the offset stays exact
+        self._refresh_own()  # what another store object of this process appended, so the offset stays exact
         encoded = payload.encode("utf-8")
         with open(self.path, "ab") as f:
             fcntl.flock(f, fcntl.LOCK_EX)  # appends never interleave lines
