@@ -308,7 +308,7 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path, chromium):
     xo_ids = inspector.matching_mcqs(view, inspector.Filters(transition="X→O"))
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "lpt", "display_name": "LPT (.venv)", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(f"from lpt_utils import inspector\ninspector.inspect({str(run.run_dir)!r})")]
+    nb.cells = [nbformat.v4.new_code_cell(f"from lpt_utils.viz import inspector\ninspector.inspect({str(run.run_dir)!r})")]
     nbformat.write(nb, tmp_path / "inspect.ipynb")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

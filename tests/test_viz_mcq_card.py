@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from lpt_utils.viz import mcq_card  # noqa: E402
-from lpt_utils.viz.mcq_card import ROLES, Segment  # noqa: E402
+from lpt_utils.viz import mcq_card
+from lpt_utils.viz.mcq_card import ROLES, Segment
 
 
 @pytest.fixture
@@ -182,3 +182,24 @@ def test_a_missing_image_is_a_placeholder_in_both(tmp_path):
     assert any("image not found" in t.get_text() for ax in fig.axes for t in ax.texts)
     plt.close(fig)
     assert mcq_card.figure([]) is None
+
+
+def test_validation_examples_show_the_kept_models_answers(image, capsys, tmp_path):
+    import pandas as pd
+
+    from lpt_utils.records import SimpleCoT
+    from lpt_utils.training.validation import ValidationResult
+    from lpt_utils.viz import train_plots
+
+    cot = SimpleCoT(mcq_id="m1", response_id="m1-val0", image_id="m1", image_path=image, question_type="recognition",
+                    raw_text="<think>Blue.</think><answer>(B)</answer>", thought="Blue.", answer="(B)",
+                    answer_letter="B", named_letter="B", match="letter", match_released="letter_form",
+                    correct_strict=True, correct_released=True, rule="strict", is_correct=True, label="O",
+                    response_shape="think_answer", num_tokens=5, finish_reason="stop", kept=True, drop_reason="")
+    mcqs = pd.DataFrame([_mcq(image)])
+    result = ValidationResult(accuracy=1.0, samples=1, parsed=1, accuracy_by_type={"recognition": 1.0}, rows=[cot])
+    [card] = train_plots.validation_examples(result, mcqs, tmp_path / "requests.jsonl")
+    assert card.named_letter == card.right_letter == "B" and "'accuracy': 1.0" in capsys.readouterr().out
+    assert train_plots.validation_examples(ValidationResult(0.5, 2, 2), mcqs, tmp_path / "r.jsonl") == []
+    assert "scored in an earlier run" in capsys.readouterr().out
+    assert train_plots.validation_examples(None, None, tmp_path / "r.jsonl") == []

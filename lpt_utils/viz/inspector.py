@@ -324,16 +324,21 @@ def _training_note(view: RunView, sets: dict[str, pd.DataFrame], name: str | Non
     return "" if name in sets else "this set is not in the run's stage-4 folder"
 
 
+def _card_html(build):
+    """A row -> its card's HTML, for a card builder of `mcq_card`."""
+    return lambda row: mcq_card.html(build(row))
+
+
 def sft_html(sel: Selection, start: int, count: int) -> str:
     kind = f" · source {sel.sft_source}" if sel.sft_source else ""
     return _rows_section(f"SFT rows · {sel.sft_set or '—'}{kind} ·", sel.sft_rows(), start, count,
-                         lambda r: mcq_card.html(mcq_card.sft_card(r)), _training_note(sel.view, sel.view.sft, sel.sft_set))
+                         _card_html(mcq_card.sft_card), _training_note(sel.view, sel.view.sft, sel.sft_set))
 
 
 def dpo_html(sel: Selection, start: int, count: int) -> str:
     kind = f" · rule {sel.dpo_rule}" if sel.dpo_rule else ""
     return _rows_section(f"DPO pairs · {sel.dpo_set or '—'}{kind} ·", sel.dpo_rows(), start, count,
-                         lambda r: mcq_card.html(mcq_card.dpo_card(r)), _training_note(sel.view, sel.view.dpo, sel.dpo_set))
+                         _card_html(mcq_card.dpo_card), _training_note(sel.view, sel.view.dpo, sel.dpo_set))
 
 
 def selection_html(sel: Selection, max_mcqs: int = 1, max_rows: int = 1) -> str:

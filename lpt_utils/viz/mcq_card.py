@@ -20,12 +20,11 @@ from __future__ import annotations
 import base64
 import html as _html
 import io
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from PIL import Image
 
 from lpt_utils.engines.images import load_image
 
@@ -153,7 +152,8 @@ class MCQCard:
 
 
 def _text(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    """A cell as text: "" for None and NaN."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def letters(n: int) -> list[str]:
@@ -334,7 +334,7 @@ def banned_spans(text: str, words: Iterable[str]) -> list[tuple[str, bool]]:
     if not words:
         return [(text, False)] if text else []
     pattern = re.compile(r"(?<![A-Za-z0-9'])(" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-                         + r")(?![A-Za-z0-9])", re.I)
+                         + r")(?![A-Za-z0-9])", re.IGNORECASE)
     out, at = [], 0
     for m in pattern.finditer(text):
         if m.start() > at:
@@ -367,8 +367,8 @@ def _css_rule(role: str, s: Style) -> str:
 
 
 CSS = "<style>\n" + "\n".join([
-    ".lpt-card{display:flex;gap:12px;border:1px solid #ddd;border-radius:6px;padding:8px;margin:6px 0;"
-    "font-family:system-ui,sans-serif;font-size:13px;line-height:1.35}",
+    (".lpt-card{display:flex;gap:12px;border:1px solid #ddd;border-radius:6px;padding:8px;margin:6px 0;"
+     "font-family:system-ui,sans-serif;font-size:13px;line-height:1.35}"),
     ".lpt-card img{width:160px;height:160px;object-fit:contain;flex:none}",
     ".lpt-card .body{flex:1;min-width:0}",
     ".lpt-card .options{margin:2px 0 4px}",
@@ -377,8 +377,8 @@ CSS = "<style>\n" + "\n".join([
     ".lpt-card .sec.pre{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:12px}",
     ".lpt-card .dropped{opacity:.7}",
     ".lpt-card .tag{display:inline-block;border-radius:3px;padding:0 4px;color:#fff;font-size:12px}",
-    ".lpt-card .noimg{width:160px;height:160px;flex:none;border:1px dashed #ccc;color:#999;font-size:11px;"
-    "display:flex;align-items:center;justify-content:center;text-align:center;overflow:hidden}",
+    (".lpt-card .noimg{width:160px;height:160px;flex:none;border:1px dashed #ccc;color:#999;font-size:11px;"
+     "display:flex;align-items:center;justify-content:center;text-align:center;overflow:hidden}"),
     ".lpt-page{font-family:system-ui,sans-serif;font-size:13px;max-width:1100px;margin:12px auto;padding:0 12px}",
     ".lpt-page h1{font-size:18px;margin:4px 0}.lpt-page h2{font-size:15px;margin:16px 0 4px}",
     ".lpt-page .note{color:#555;font-size:12px;margin:2px 0}",
@@ -548,8 +548,9 @@ def wrap(segments: Iterable[Segment], width: int, indent: int = 0) -> list[list[
                     if bare and col > start and col + len(bare) > width:
                         newline(True)
                     while bare and len(bare) > width - col:  # longer than a whole line: cut it
-                        put(bare[:width - col], role)
-                        bare = bare[width - col:]
+                        room = width - col
+                        put(bare[:room], role)
+                        bare = bare[room:]
                         newline(True)
                     put(bare + space, role)
     end_line()
@@ -623,7 +624,7 @@ def _draw_text(fig, ax, rows: list[_Row], font_size: float) -> None:
 
     cw, lh = CHAR_WIDTH * font_size, LINE_HEIGHT * font_size
     ax.set_axis_off()
-    font = dict(fontsize=font_size, family="monospace", va="baseline", ha="left", annotation_clip=False)
+    font = {"fontsize": font_size, "family": "monospace", "va": "baseline", "ha": "left", "annotation_clip": False}
     for i, row in enumerate(rows):
         y = -(i * lh + font_size)  # the row's baseline, in points below the top
         baseline = offset_copy(ax.transAxes, fig=fig, y=y, units="points")
@@ -640,7 +641,7 @@ def _draw_text(fig, ax, rows: list[_Row], font_size: float) -> None:
             for piece in chars:
                 where = ((prev, baseline) if prev is not None
                          else offset_copy(ax.transAxes, fig=fig, x=row.indent * cw, y=y, units="points"))
-                box = (dict(boxstyle="square,pad=0.08", facecolor=s.background, edgecolor="none")
+                box = ({"boxstyle": "square,pad=0.08", "facecolor": s.background, "edgecolor": "none"}
                        if s.background and piece.strip() else None)
                 colour = LABEL_COLOURS.get(piece, s.colour) if role == "label" else s.colour
                 art = ax.annotate(piece, xy=(1, 1) if prev is not None else (0, 1), xycoords=where, color=colour,

@@ -56,7 +56,7 @@ def validation_curve(table: pd.DataFrame, title: str, baseline: float | None = N
                 transform=ax.transAxes)
     for lr, g in scored.groupby("learning_rate", sort=False):
         ax.plot(g["epoch"], g["val_accuracy"], marker="o", label=f"lr {lr:g}")
-    best = scored[scored.get("is_best", False) == True]  # noqa: E712 (a boolean column)
+    best = scored[scored.get("is_best", False) == True]  # a boolean column (`is True` would not compare per row)
     if not best.empty:
         ax.scatter(best["epoch"], best["val_accuracy"], marker="*", s=220, color="gold", edgecolor="k",
                    zorder=3, label="kept")
