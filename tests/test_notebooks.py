@@ -64,13 +64,19 @@ def test_01_writes_mcqs(tiny_run):
         assert Path(r.image_path).exists()
     assert manifest["counts"]["valid"] == len(valid)
     assert manifest["funnel"][-1]["out"] == len(valid)
-    assert manifest["settings_hash"] == run.section_hash("data", "mcq")
+    assert manifest["settings_hash"] == run.stage("mcq").hash
     assert (run.figures_dir / "01_question_types.png").stat().st_size > 1000
     # loadable with datasets, as the artifact promises
     assert artifacts.load_stage(stage, as_pandas=False).num_rows == len(df)
     # the executed copy kept its outputs
     doc = nbformat.read(executed["01"], as_version=4)
     assert any(c.get("outputs") for c in doc.cells if c.cell_type == "code")
+
+
+def test_the_chain_leaves_every_stage_current(tiny_run):
+    run, _ = tiny_run
+    status = run.stale()
+    assert all(status.values()), {k: str(v) for k, v in status.items()}
 
 
 def test_01_rerun_calls_no_model_and_changes_nothing(tiny_run):
