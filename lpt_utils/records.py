@@ -13,6 +13,7 @@ build them; `arrow_schema` turns one into the parquet schema a stage's file is c
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -238,6 +239,17 @@ def arrow_schema(record: type) -> pa.Schema:
         except TypeError:
             continue
     return pa.schema(out)
+
+
+def frame(record: type, rows: list[Any]) -> Any:
+    """Rows (records or dicts) as a DataFrame with exactly the record's columns, in order, even when
+    there are none: a stage with nothing valid still has its columns, its figures and its artifact."""
+    import pandas as pd
+
+    dicts = [to_row(r) if dataclasses.is_dataclass(r) else r for r in rows]
+    if not dicts:  # typed columns (a boolean mask of an empty frame must still be a mask)
+        return arrow_schema(record).empty_table().to_pandas()
+    return pd.DataFrame(dicts, columns=list(columns(record)))
 
 
 def to_row(record: Any) -> dict[str, Any]:

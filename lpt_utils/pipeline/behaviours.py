@@ -113,6 +113,8 @@ def shares(rows) -> Any:
 
     df = pd.DataFrame(rows)
     out = {}
+    if df.empty:  # nothing was judged (no text kept): no share, one row per behaviour all the same
+        return pd.DataFrame(index=list(BEHAVIOURS))
     for kind, d in df.groupby("kind"):
         out[kind] = {b: round(float((d[b].dropna() > 0).mean()), 3) if d[b].notna().any() else None
                      for b in BEHAVIOURS}

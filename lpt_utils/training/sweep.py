@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lpt_utils.training import launch
-from lpt_utils.training.data import load_val_mcqs
+from lpt_utils.training.data import DPO_FILE, load_val_mcqs
 from lpt_utils.training.job import StageSettings, TrainJob, cuda_available, make_job
 from lpt_utils.training.validation import ValidationResult, validator
 
@@ -384,6 +384,10 @@ class TrainingSetup:
         return "\n".join(lines) + "\n" + show(self.settings, (self.stage,))
 
 
+class NothingToTrain(RuntimeError):
+    """Stage 4 wrote no example of the set a training stage trains on."""
+
+
 def prepare(run, stage: str) -> TrainingSetup:
     """Notebook 05's or 06's set-up for a run (`config.Run`): stage 4 must be current (a stale one is
     refused, naming the notebook to re-run), and for DPO the SFT stage too, with its model in place;
@@ -393,6 +397,11 @@ def prepare(run, stage: str) -> TrainingSetup:
     run.stage("training_data").check()
     settings = run.settings
     section = StageSettings.from_section(stage, settings[stage])
+    sizes = (run.stage("training_data").manifest() or {}).get("counts", {}).get("sets", {})
+    wanted = [section.lpt["data"]] if stage == "sft" else [DPO_FILE[f] for f in section.lpt["families"]]
+    if sizes and not any(sizes.get(name) for name in wanted):
+        raise NothingToTrain(f"run {run.name}: stage 4 wrote no rows for {', '.join(wanted)} ({sizes}); its funnel "
+                             "in 04_training_data/manifest.json says why. Nothing to train.")
     n_proc = launch.resolve_num_processes(section.lpt["num_processes"], section.lpt["launcher"])
     ref_model, reference_accuracy = None, None
     if stage == "sft":
