@@ -21,7 +21,7 @@ import yaml
 from lpt_utils import plugins, profile_schema
 from lpt_utils.artifacts import settings_hash
 from lpt_utils.profile_schema import ProfileError
-from lpt_utils.stages import SPECS, Stage, Status
+from lpt_utils.stages import SPECS, Stage, Status, part_name
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -173,6 +173,10 @@ class Run:
     def stage(self, stage: str) -> Stage:
         """This run's artifact of a stage (key `mcq` or folder `01_mcq`): load, write, status."""
         return Stage(self.run_dir, self.settings, stage)
+
+    def part(self, shard_index: int, num_shards: int) -> str | None:
+        """The part an array job's shard writes ("1-of-3"), or None for a whole (unsharded) stage."""
+        return None if num_shards == 1 else part_name(shard_index, num_shards)
 
     def stage_dir(self, stage: str) -> Path:
         """`outputs/<run>/<NN_stage>/` for a stage key (`mcq`) or folder name (`01_mcq`)."""

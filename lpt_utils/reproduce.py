@@ -3,6 +3,8 @@
     python -m lpt_utils.reproduce --profile tiny --run tiny
     python -m lpt_utils.reproduce --profile paper --run paper-500 --only 01 02 -o data.num_images=1000
     python -m lpt_utils.reproduce --profile tiny --run tiny --rerun-stale   # only what is stale, in order
+    python -m lpt_utils.reproduce --run big --only 02 --shard $SLURM_ARRAY_TASK_ID/8   # one task of an array job
+    python -m lpt_utils.reproduce --run big --merge 02 --shards 8                        # then join the parts
 
 Executed copies go to `outputs/<run>/notebooks/`; wall times to `outputs/<run>/timings.json`.
 """
@@ -35,17 +37,22 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run_notebook(path: Path, profile: str, run: str, overrides: dict[str, Any] | None = None,
-                 out_dir: Path | None = None, kernel: str = KERNEL, progress: bool = False) -> Path:
-    """Execute one notebook with papermill (`progress`: a bar over its cells); returns the executed
-    copy's path."""
+                 out_dir: Path | None = None, kernel: str = KERNEL, progress: bool = False,
+                 shard: tuple[int, int] | None = None) -> Path:
+    """Execute one notebook with papermill (`progress`: a bar over its cells; `shard`: (index, count)
+    of an array job, for the notebooks that take `shard_index` / `num_shards`); returns the executed
+    copy's path (one per shard)."""
     import papermill
 
     out_dir = Path(out_dir) if out_dir else resolve_run(profile, run, overrides).run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    params: dict[str, Any] = {"profile": profile, "run": run, "overrides": overrides or {}}
     out = out_dir / path.name
+    if shard:
+        params.update(shard_index=shard[0], num_shards=shard[1])
+        out = out_dir / f"{path.stem}.part-{shard[0]}-of-{shard[1]}.ipynb"
     papermill.execute_notebook(str(path), str(out), kernel_name=kernel, cwd=str(path.parent),
-                               parameters={"profile": profile, "run": run, "overrides": overrides or {}},
-                               progress_bar=progress, log_output=False)
+                               parameters=params, progress_bar=progress, log_output=False)
     return out
 
 
@@ -64,6 +71,30 @@ def stale_chain(run: Run) -> list[str]:
     return names
 
 
+SHARDED = ("01", "02", "03")  # the notebooks that take shard_index / num_shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N, e.g. 0/3") from None
+    if not sep or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"--shard {text!r}: expected I/N with 0 <= I < N")
+    return i, n
+
+
+def merge(run: Run, numbers: list[str], shards: int) -> list[Path]:
+    """Join the parts the shards of notebooks `numbers` wrote (each stage's `Stage.merge`)."""
+    out = []
+    for nb in notebooks(numbers):
+        for spec in SPECS:
+            if spec.notebook == nb.stem and spec.record is not None:
+                out.append(run.stage(spec.key).merge(expected=shards))
+    return out
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -80,12 +111,24 @@ def main(argv: list[str] | None = None) -> None:
                     help="dotted.key=value (YAML value), repeatable")
     ap.add_argument("--rerun-stale", action="store_true",
                     help="run only the notebooks of stale or missing stages, from the first one on")
+    ap.add_argument("--shard", type=parse_shard, default=None,
+                    help=f"I/N: run shard I of N (an array job's task) of notebooks {', '.join(SHARDED)}")
+    ap.add_argument("--merge", nargs="+", metavar="NN", help="join the parts the shards of these notebooks wrote")
+    ap.add_argument("--shards", type=int, default=None, help="with --merge: how many shards there were")
     args = ap.parse_args(argv)
     run = args.run or args.profile
     overrides = dict(args.override)
     resolved = resolve_run(args.profile, run, overrides)
     run_dir = resolved.run_dir
     only = args.only
+    if args.merge:
+        for folder in merge(resolved, args.merge, args.shards):
+            print(f"merged {folder}")
+        return
+    if args.shard and not only:
+        raise SystemExit(f"--shard runs one sharded notebook at a time: add --only, one of {', '.join(SHARDED)}")
+    if args.shard and any(not o.startswith(SHARDED) for o in only):
+        raise SystemExit(f"--shard: only notebooks {', '.join(SHARDED)} take shards")
     if args.rerun_stale:
         for folder, st in resolved.stale().items():
             print(f"  {folder}: {st}")
@@ -98,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     for nb in notebooks(only):
         t0 = time.time()
         print(f"[{time.strftime('%H:%M:%S')}] {nb.name} (profile={args.profile}, run={run})", flush=True)
-        out = run_notebook(nb, args.profile, run, overrides, progress=True)
+        out = run_notebook(nb, args.profile, run, overrides, progress=True, shard=args.shard)
         timings[nb.stem] = round(time.time() - t0, 1)
         timings_path.write_text(json.dumps(timings, indent=2))
         print(f"    done in {timings[nb.stem]} s -> {out}", flush=True)

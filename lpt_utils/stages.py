@@ -64,6 +64,7 @@ class StageSpec:
     record: type | None = None
     row_key: tuple[str, ...] = ()
     optional_upstream: tuple[str, ...] = ()
+    part_files: tuple[str, ...] = ()  # other parquet files each part writes, joined by `merge`
 
 
 SPECS: tuple[StageSpec, ...] = (
@@ -75,7 +76,8 @@ SPECS: tuple[StageSpec, ...] = (
               upstream=("mcq",), record=SimpleCoT, row_key=("response_id",)),
     # the student's tokenizer counts the thoughts' tokens; the judge counts behaviours
     StageSpec("long_cot", "03_long_cot", "03_long_cot", ("long_cot", "behaviours", "student.engine.model"),
-              upstream=("mcq", "simple_cot"), record=LongCoT, row_key=("long_id",)),
+              upstream=("mcq", "simple_cot"), record=LongCoT, row_key=("long_id",),
+              part_files=("behaviours.parquet",)),
     StageSpec("training_data", "04_training_data", "04_build_datasets", ("training_data", "student.engine.model"),
               upstream=("mcq", "simple_cot", "long_cot"), record=SetSize, row_key=("set",)),
     # validation generates with the student's engine and reads answers with stage 2's tag and rule
@@ -156,6 +158,10 @@ class Stage:
     def hash(self) -> str:
         return expected_hash(self.settings, self.spec.key)
 
+    def folder(self, part: str | None = None) -> Path:
+        """Where the stage (or one part of it) writes its files."""
+        return self.dir / PARTS_DIR / part if part else self.dir
+
     def requests(self, name: str, part: str | None = None) -> Path:
         """The store file of one of the stage's models (`requests/<name>.jsonl`), or of one part's
         (`requests/<name>.part-<part>.jsonl`); every part's store reads the others' answers."""
@@ -223,7 +229,7 @@ class Stage:
         """Write the rows and the manifest (settings hash, inputs, data hash, counts, funnel)
         atomically; with `part`, as one writer's part of the stage (`merge` joins them)."""
         table = self.table(df)
-        folder = self.dir / PARTS_DIR / part if part else self.dir
+        folder = self.folder(part)
         manifest = {"stage": self.spec.folder, "rows": table.num_rows, "settings_hash": self.hash,
                     "inputs": self._inputs(), "data_hash": data_hash(table), "counts": counts or {},
                     "funnel": (funnel or Funnel()).steps, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -249,7 +255,8 @@ class Stage:
 
     def merge(self, expected: int | None = None) -> Path:
         """Join the parts into the stage's file: rows repeated across parts (same `row_key`) are kept
-        once and counted; funnels are summed step by step; each part's counts are kept. With
+        once and counted; funnels are summed step by step; each part's counts are kept; the stage's
+        `part_files` (03's `behaviours.parquet`) are concatenated beside it. With
         `expected`, fewer parts than that is an error naming the missing ones' count."""
         names = self.parts()
         if not names:
@@ -264,6 +271,10 @@ class Stage:
         before = len(df)
         if self.spec.row_key:
             df = df.drop_duplicates(list(self.spec.row_key), keep="first").reset_index(drop=True)
+        for name in self.spec.part_files:
+            found = [self.dir / PARTS_DIR / n / name for n in names if (self.dir / PARTS_DIR / n / name).exists()]
+            if found:
+                pd.concat([pd.read_parquet(f) for f in found], ignore_index=True).to_parquet(self.dir / name, index=False)
         funnel = _sum_funnels([m["funnel"] for m in manifests])
         counts = {"parts": {n: m["counts"] for n, m in zip(names, manifests)},
                   "repeated_across_parts": before - len(df)}
@@ -283,13 +294,16 @@ def part_name(shard_index: int, num_shards: int) -> str:
     return f"{shard_index}-of-{num_shards}"
 
 
-def take_shard(rows: pd.DataFrame, column: str, shard_index: int, num_shards: int) -> pd.DataFrame:
-    """The rows of one shard (all of them when `num_shards` is 1), in their order."""
+def take_shard(rows, key, shard_index: int, num_shards: int):
+    """The rows of one shard (all of them when `num_shards` is 1), in their order: a DataFrame's rows
+    by the hash of column `key`, or a list's items by the hash of `key(item)`."""
     part_name(shard_index, num_shards)
     if num_shards == 1:
         return rows
-    mask = rows[column].map(lambda k: shard_of(k, num_shards) == shard_index)
-    return rows[mask.to_numpy()].reset_index(drop=True)
+    if isinstance(rows, pd.DataFrame):
+        mask = rows[key].map(lambda k: shard_of(k, num_shards) == shard_index)
+        return rows[mask.to_numpy()].reset_index(drop=True)
+    return [r for r in rows if shard_of(key(r), num_shards) == shard_index]
 
 
 def _identity(manifest: dict[str, Any]) -> dict[str, str]:

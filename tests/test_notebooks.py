@@ -387,3 +387,33 @@ def test_a_run_with_nothing_valid_writes_empty_artifacts_and_says_why(tmp_path):
     assert len(run.stage("simple_cot").load()) == 0
     with pytest.raises(papermill.PapermillExecutionError, match="NothingToTrain"):
         run_notebook(notebooks(["05"])[0], "tiny", "empty", overrides, out_dir=tmp_path / "executed")
+
+
+def test_three_shards_and_a_merge_give_the_one_process_run(tmp_path):
+    """Notebook 02 as an array job of three shards (split by MCQ id) plus a merge, against one process,
+    greedy: the same request keys, the same rows."""
+    import shutil
+
+    from lpt_utils.reproduce import merge
+
+    overrides = {"paths.outputs": str(tmp_path / "outputs"), "paths.figures": str(tmp_path / "figures"),
+                 "data.num_images": 6, "simple_cot.sampling.temperature": 0.0, "simple_cot.sampling.n": 1}
+    whole = config.resolve_run("tiny", "whole", overrides)
+    for nb in notebooks(["01", "02"]):
+        run_notebook(nb, "tiny", "whole", overrides, out_dir=tmp_path / "executed")
+    sharded = config.resolve_run("tiny", "sharded", overrides)
+    shutil.copytree(whole.stage_dir("mcq"), sharded.stage_dir("mcq"))  # the same MCQs (and image paths)
+    for i in range(3):
+        run_notebook(notebooks(["02"])[0], "tiny", "sharded", overrides, out_dir=tmp_path / "executed", shard=(i, 3))
+    assert sorted(p.name for p in (sharded.stage_dir("simple_cot") / "requests").glob("*.jsonl")) == [
+        f"student.part-{i}-of-3.jsonl" for i in range(3)]
+    merge(sharded, ["02"], 3)
+    a = whole.stage("simple_cot").load().sort_values("response_id").reset_index(drop=True)
+    b = sharded.stage("simple_cot").load().sort_values("response_id").reset_index(drop=True)
+    assert len(a) == len(b) > 0 and a.drop(columns="image_path").equals(b.drop(columns="image_path"))
+    keys = {json.loads(x)["key"] for p in (sharded.stage_dir("simple_cot") / "requests").glob("*.jsonl")
+            for x in p.read_text().splitlines()}
+    assert keys == {json.loads(x)["key"] for x in stored_calls(whole.stage_dir("simple_cot"))["student.jsonl"]
+                    .decode().splitlines()}
+    assert sharded.stage("simple_cot").status() and sharded.stage("simple_cot").manifest()["counts"][
+        "repeated_across_parts"] == 0

@@ -336,20 +336,19 @@ def token_lengths(tokenizer, texts) -> list[int]:
 
 
 def measure_sampling_ban(engine, exs: list[Example], rows: list[LongCoT], long_cot_settings: dict[str, Any],
-                         store_dir, think_tag: str = "<think>"):
+                         stage, part: str | None = None, think_tag: str = "<think>"):
     """Run the first `measure_ban_on` examples again in the arm the main run did not take (with the
     sampling ban when it ran without, and the reverse), score both alike and compare them with
-    `ban_effect`. None when `measure_ban_on` is 0. Calls are stored under `store_dir`."""
-    from pathlib import Path
-
+    `ban_effect`. None when `measure_ban_on` is 0. Calls are stored in the stage's (`stages.Stage`)
+    store of that arm, or of that arm's part."""
     s = long_cot_settings
     n = min(int(s["measure_ban_on"]), len(exs))
     if not n:
         return None
     other = not s["ban_in_sampling"]
-    name = "reasoner_ban.jsonl" if other else "reasoner_no_ban.jsonl"
+    name = "reasoner_ban" if other else "reasoner_no_ban"
     more = run_requests(engine, requests(exs[:n], s["sampling"], s["banned_words"], other),
-                        RequestStore(Path(store_dir) / name), desc="with ban" if other else "without ban")
+                        RequestStore(stage.requests(name, part)), desc="with ban" if other else "without ban")
     more_rows, _ = score(exs[:n], more, banned_words=s["banned_words"], think_tag=think_tag, rule=s["rule"],
                          ban_rule=s["ban_rule"], ban_forms=s["banned_forms"])
     main_rows = rows[:n * int(s["sampling"]["n"])]
