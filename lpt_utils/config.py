@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from lpt_utils import plugins, profile_schema
+from lpt_utils.engines import make_engine
 from lpt_utils.artifacts import settings_hash
 from lpt_utils.profile_schema import ProfileError
 from lpt_utils.stages import SPECS, Stage, Status, part_name
@@ -187,6 +188,11 @@ class Run:
         tiny profile's builds "tiny:vlm" on first use); without one, the id itself."""
         resolver = plugins.named(self.settings, "model_resolver")
         return str(resolver(model, self.models_dir)) if resolver else model
+
+    def engine(self, cfg):
+        """The engine for `cfg` (an `EngineConfig`) as this run builds it: its model resolver, and its
+        profile's `scale_out` (this process, or a pool of Ray actors)."""
+        return make_engine(cfg, self.resolve_model, self.settings.get("scale_out"))
 
     def caption_source(self):
         """The plugin that reads `data.source`, when the profile names one (None: a built-in source)."""

@@ -56,6 +56,20 @@ class Plugins(Section):
     benchmark_builders: dict[str, str] = Field(default_factory=dict)
 
 
+class RaySettings(Section):
+    address: Optional[str] = None
+    actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(1, gt=0)
+    gpus_per_actor: float = Field(0, ge=0)
+    batch_size: Optional[int] = None
+    num_cpus: Optional[int] = None
+
+
+class ScaleOut(Section):
+    backend: Literal["local", "ray"] = "local"
+    ray: RaySettings = Field(default_factory=RaySettings)
+
+
 class Paths(Section):
     outputs: str
     figures: str
@@ -196,8 +210,9 @@ class TrainingLpt(Section):
     overlong: Literal["truncate", "drop"]
     max_pixels: Optional[int] = None
     cpu_threads: Optional[int] = None
-    launcher: Literal["accelerate", "python"]
+    launcher: Literal["accelerate", "python", "slurm"]
     num_processes: int | Literal["auto"]
+    num_machines: int = Field(1, ge=1)
     validation: Validation
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -212,6 +227,7 @@ class Training(BaseModel):
 
 class Profile(Section):
     plugins: Plugins
+    scale_out: ScaleOut
     paths: Paths
     data: Data
     mcq: MCQStage

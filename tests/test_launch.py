@@ -1,6 +1,7 @@
 """The training launch: the shipped accelerate + DeepSpeed ZeRO-3 settings and the commands built from
 the profiles (GPU launches cannot run here, so they are parsed with accelerate's own parsers)."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,44 @@ def test_run_training_reports_a_failure_with_the_log_tail(tmp_path):
     assert ok == "done" and "step 1" in log.read_text()
     with pytest.raises(RuntimeError, match=r"exit 3[\s\S]*boom"):
         launch.run_training([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], log)
+
+
+def test_slurm_launches_accelerate_once_per_node_with_its_rank():
+    """Several nodes (launcher slurm): `srun` runs one `accelerate launch` per node; with the variables
+    Slurm sets on node 1 of 2 (4 GPUs each), the command parses as accelerate reads it."""
+    import os
+    import shlex
+
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    argv = launch.launch_command("sft", Path("/x/job.yaml"), launcher="slurm", num_processes=8, num_machines=2,
+                                 bf16=True, python="python")
+    assert argv[:6] == ["srun", "--nodes", "2", "--ntasks-per-node", "1", "--kill-on-bad-exit=1"]
+    assert argv[6:8] == ["bash", "-c"]
+    script = argv[8]
+    assert script.startswith('LPT_MAIN_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); exec ')
+    node = os.path.expandvars(script.split("; exec ", 1)[1].replace("$SLURM_NODEID", "1")
+                              .replace("$LPT_MAIN_NODE", "gpu-node-01"))
+    inner = shlex.split(node)
+    args = launch_command_parser().parse_args(inner[3:])
+    assert (args.num_machines, args.machine_rank, args.num_processes) == (2, 1, 8)
+    assert args.main_process_ip == "gpu-node-01" and args.main_process_port == launch.MAIN_PORT
+    assert Path(args.config_file) == launch.ACCELERATE_ZERO3_MULTINODE and args.mixed_precision == "bf16"
+    assert args.training_script == "lpt_utils.training" and args.training_script_args == ["sft", "--config",
+                                                                                          "/x/job.yaml"]
+    cfg = load_config_from_file(str(launch.ACCELERATE_ZERO3_MULTINODE))  # accelerate's own schema check
+    assert cfg.deepspeed_config["zero_stage"] == 3 and str(cfg.distributed_type).endswith("DEEPSPEED")
+    with pytest.raises(ValueError, match="do not split evenly"):
+        launch.launch_command("sft", Path("j.yaml"), launcher="slurm", num_processes=7, num_machines=2)
+    with pytest.raises(ValueError, match="several nodes need launcher 'slurm'"):
+        launch.launch_command("sft", Path("j.yaml"), launcher="accelerate", num_processes=8, num_machines=2)
+
+
+def test_the_multinode_profile_counts_every_gpu_of_every_node(monkeypatch):
+    """`lpt.num_machines` nodes of `lpt.num_processes` GPUs: the effective batch of 256 is split over them all."""
+    section = copy.deepcopy(config.load_profile("paper")["sft"])
+    section["lpt"].update(launcher="slurm", num_processes=4, num_machines=2)
+    s = tj.StageSettings.from_section("sft", section)
+    n = launch.resolve_num_processes(s.lpt["num_processes"], s.lpt["launcher"]) * s.lpt["num_machines"]
+    assert n == 8 and s.accumulation(n) == 32  # 1 per device x 32 accumulated x 8 processes = 256

@@ -420,3 +420,15 @@ def test_a_stopped_sweep_resumes_and_a_finished_one_is_not_retrained(tmp_path, m
         ts.run_sweep("sft", {**profile, "sft": {**s, "warmup_step": 1}}, model="base", train_file=train_file,
                      data_dir=data_dir, stage_dir=tmp_path / "05_sft", num_processes=1)
     assert len(trained) == n_trained
+
+
+def test_a_job_runs_under_accelerate_launch_on_one_cpu_process(tiny_vlm_dir, sft_file, tmp_path):
+    """The training module under `accelerate launch` (one CPU process: the GPU recipes cannot run here),
+    through the same `launch_command` and `run_training` the sweep uses."""
+    job = tiny_job("sft", tiny_vlm_dir, sft_file, tmp_path / "sft")
+    cmd = launch.launch_command("sft", job.save(tmp_path / "job.yaml"), launcher="accelerate", num_processes=1,
+                                accelerate_config=launch.ACCELERATE_CPU)
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
+    launch.run_training(cmd, tmp_path / "train.log")
+    metrics = json.loads(Path(job.metrics_file).read_text())
+    assert metrics["global_step"] == 4 and (Path(job.model_dir) / "model.safetensors").exists()

@@ -22,20 +22,19 @@ __all__ = [
 ]
 
 
-def make_engine(cfg: EngineConfig, resolve: Callable[[str], str] | None = None) -> Engine:
+def make_engine(cfg: EngineConfig, resolve: Callable[[str], str] | None = None,
+                scale_out: dict | None = None) -> Engine:
     """Build the backend `cfg.backend` for `cfg.model`, loading what `resolve` (a model resolver, e.g.
-    `Run.resolve_model`) turns the id into; without one, the id as given."""
+    `Run.resolve_model`) turns the id into; without one, the id as given. With `scale_out` (a profile's
+    `scale_out` section) set to `backend: ray`, the backend runs on a pool of Ray actors instead
+    (`engines.ray_engine`); the requests' keys are the same either way."""
     model = resolve(cfg.model) if resolve else cfg.model
-    if cfg.backend == "vllm":
-        from .vllm_engine import VLLMEngine
+    if scale_out and scale_out.get("backend", "local") == "ray":
+        from .ray_engine import RayEngine  # ray is imported only when a profile asks for it
 
-        return VLLMEngine(cfg, model)
-    if cfg.backend == "openai":
-        from .openai_engine import OpenAIEngine
+        return RayEngine(cfg, model, scale_out.get("ray") or {})
+    if scale_out and scale_out.get("backend", "local") != "local":
+        raise ValueError(f"scale_out.backend must be 'local' or 'ray', not {scale_out.get('backend')!r}")
+    from .ray_engine import local_engine
 
-        return OpenAIEngine(cfg, model)
-    if cfg.backend == "hf":
-        from .hf_engine import HFEngine
-
-        return HFEngine(cfg, model)
-    raise ValueError(f"unknown backend {cfg.backend!r}")
+    return local_engine(cfg, model)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .base import Engine, GenerationRequest, GenerationResult
 
 DEFAULT_BATCH_SIZE = 64
+DEFAULT_STREAM_FLUSH = 8  # a streaming engine's answers are appended to the store in groups of this many
 
 
 class StoreBusy(RuntimeError):
@@ -291,16 +292,32 @@ def run_requests(
     todo = [k for k in first if not store.has(k)]
     stats = RunStats(requested=len(requests), unique=len(first), from_store=len(first) - len(todo))
 
+    stream = getattr(engine, "stream", None)
     with tqdm(total=len(todo), desc=desc, unit="req", disable=not todo) as bar:
         for i in range(0, len(todo), bs):
             batch_keys = todo[i:i + bs]
             batch = [first[k] for k in batch_keys]
-            results = engine.generate(batch)
-            if len(results) != len(batch):
-                raise RuntimeError(f"engine returned {len(results)} results for {len(batch)} requests")
-            store.append([_check(res, req, k) for res, req, k in zip(results, batch, batch_keys)])
-            stats.generated += len(batch)
-            bar.update(len(batch))
+            if stream is None:
+                results = engine.generate(batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"engine returned {len(results)} results for {len(batch)} requests")
+                store.append([_check(res, req, k) for res, req, k in zip(results, batch, batch_keys)])
+                stats.generated += len(batch)
+                bar.update(len(batch))
+                continue
+            # a streaming engine (Ray): store each answer as it comes back, whatever the order
+            pending: list[GenerationResult] = []
+            for j, res in stream(batch):
+                pending.append(_check(res, batch[j], batch_keys[j]))
+                if len(pending) >= DEFAULT_STREAM_FLUSH:
+                    stats.generated += store.append(pending)
+                    bar.update(len(pending))
+                    pending = []
+            stats.generated += store.append(pending)
+            bar.update(len(pending))
+            missing = [k for k in batch_keys if not store.has(k)]
+            if missing:
+                raise RuntimeError(f"the engine returned no result for {len(missing)} of {len(batch)} requests")
 
     out = []
     for k, r in zip(keys, requests):

@@ -66,8 +66,10 @@ LPT_KEYS = {
     "overlong": "truncate (the collator cuts the end) | drop: examples longer than max_length",
     "max_pixels": "area cap on training images, as the engines cap generation images",
     "cpu_threads": "torch threads when training on CPU; null: torch's default",
-    "launcher": "python (one process) | accelerate (DeepSpeed ZeRO-3, lpt_utils/training/recipes/accelerate_zero3.yaml)",
-    "num_processes": "training processes (GPUs) under accelerate; auto: every visible GPU",
+    "launcher": "python (one process) | accelerate (DeepSpeed ZeRO-3 on one node, recipes/accelerate_zero3.yaml) | "
+                "slurm (several nodes of the Slurm allocation, recipes/accelerate_zero3_multinode.yaml)",
+    "num_processes": "training processes (GPUs) per node under accelerate or slurm; auto: every visible GPU",
+    "num_machines": "nodes (launcher slurm); 1 otherwise",
 }
 STAGE_LPT_KEYS = {
     "sft": {"data": f"which stage-4 SFT set trains: one of {', '.join(SFT_FILES)}"},
@@ -170,6 +172,7 @@ class StageSettings:
                         else _near(key, known))
                 raise ValueError(f"profile section '{stage}.{LPT}': {key!r} is not one of this project's "
                                  f"settings{hint} (known: {', '.join(known)})")
+        lpt.setdefault("num_machines", 1)  # one node unless a profile says otherwise
         missing = [k for k in known if k not in lpt]
         if missing:
             raise ValueError(f"profile section '{stage}.{LPT}': missing {', '.join(missing)}")

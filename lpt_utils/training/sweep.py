@@ -219,8 +219,8 @@ def keep_best(best: EpochResult, target: Path, sweep_dir: Path, *, remove_checkp
 
 
 def epoch_trainer(stage: str, section: StageSettings, *, model: str, train_file: Path, sweep_dir: Path,
-                  num_processes: int, use_cpu: bool,
-                  ref_model: str | None = None) -> Callable[[float, int], dict[str, Any]]:
+                  num_processes: int, use_cpu: bool, ref_model: str | None = None,
+                  num_machines: int = 1) -> Callable[[float, int], dict[str, Any]]:
     """`train_epoch(lr, epoch)` for `run_plan`: writes the call's job file beside its metrics, runs it in a
     subprocess (`lpt_utils.training.launch`, the launcher the section names), returns its metrics and `model_dir`.
     A call whose metrics and identical job file are already there is not run again."""
@@ -234,7 +234,7 @@ def epoch_trainer(stage: str, section: StageSettings, *, model: str, train_file:
             print(f"{folder.parent.name} epoch {epoch}: finished in an earlier run, reused", flush=True)
         else:
             cmd = launch.launch_command(stage, job.save(job_file), launcher=section.lpt["launcher"],
-                                        num_processes=num_processes, bf16=job.bf16)
+                                        num_processes=num_processes, num_machines=num_machines, bf16=job.bf16)
             print(launch.run_training(cmd, folder / "train.log"), flush=True)
         return {**json.loads(Path(job.metrics_file).read_text()), "model_dir": job.model_dir}
 
@@ -307,11 +307,13 @@ def run_sweep(stage: str, settings: dict[str, Any], *, model: str, train_file: P
         print(f"{len(val)} held-out MCQs")
         if score_start:
             start = validate(model)
+    machines = int(lpt.get("num_machines") or 1)
     command = launch.launch_command(stage, "JOB.yaml", launcher=lpt["launcher"], num_processes=num_processes,
-                                    bf16=section.bf16)
+                                    num_machines=machines, bf16=section.bf16)
     print("each call:", " ".join(command))
     train_epoch = epoch_trainer(stage, section, model=str(model), ref_model=ref_model, train_file=train_file,
-                                sweep_dir=sweep_dir, num_processes=num_processes, use_cpu=not cuda_available())
+                                sweep_dir=sweep_dir, num_processes=num_processes, use_cpu=not cuda_available(),
+                                num_machines=machines)
     results, best = run_plan(plan, train_epoch, validate, discard=discard_model)
     model_dir = keep_best(best, stage_dir / "model", sweep_dir)
     print(f"kept: lr {best.learning_rate:g}, epoch {best.epoch} -> {model_dir}")
@@ -402,7 +404,9 @@ def prepare(run, stage: str) -> TrainingSetup:
     if sizes and not any(sizes.get(name) for name in wanted):
         raise NothingToTrain(f"run {run.name}: stage 4 wrote no rows for {', '.join(wanted)} ({sizes}); its funnel "
                              "in 04_training_data/manifest.json says why. Nothing to train.")
-    n_proc = launch.resolve_num_processes(section.lpt["num_processes"], section.lpt["launcher"])
+    # all processes over every node (accumulation and the launch count them all)
+    n_proc = launch.resolve_num_processes(section.lpt["num_processes"], section.lpt["launcher"]) * int(
+        section.lpt.get("num_machines") or 1)
     ref_model, reference_accuracy = None, None
     if stage == "sft":
         model = run.resolve_model(settings["student"]["engine"]["model"])
