@@ -140,6 +140,50 @@ def test_corrupt_middle_line_and_duplicate_lines(tmp_path: Path):
     assert store.corrupt_lines == 2 and len(store) == 2
 
 
+def test_a_line_cut_anywhere_is_never_taken_for_a_result(tmp_path: Path):
+    """A crash can cut the last line at any byte; later appends start on a fresh line, so the cut
+    line ends up in the middle of the file. Whatever the cut, it is counted as corrupt, the results
+    around it are read, and nothing is indexed that `get` cannot read back."""
+    path = tmp_path / "s.jsonl"
+    run_requests(CountingEngine(), make_requests(2), RequestStore(path))
+    first, second = path.read_text().splitlines()
+    for cut in range(1, len(second)):
+        path.write_text(first + "\n" + second[:cut] + "\n" + second + "\n")
+        store = RequestStore(path)
+        assert (store.corrupt_lines, len(store)) == (1, 2), cut
+        assert [store.get(k).texts for k in store.keys()] == [["p0#0", "p0#1"], ["p1#0", "p1#1"]]
+        store.close()
+
+
+def test_results_written_in_another_shape_are_read(tmp_path: Path):
+    """Lines this store did not write (keys in another order, nested meta, indented JSON on one
+    line) are parsed and read like its own."""
+    path = tmp_path / "s.jsonl"
+    rows = [{"texts": ["a"], "key": "k1", "num_tokens": [1], "finish_reasons": ["stop"], "meta": {}},
+            {"key": "k2", "texts": ["b"], "num_tokens": [1], "finish_reasons": ["length"],
+             "meta": {"usage": {"prompt_tokens": 3}}}]
+    path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+    store = RequestStore(path)
+    assert store.corrupt_lines == 0 and store.keys() == ["k1", "k2"]
+    assert store.get("k2").meta == {"usage": {"prompt_tokens": 3}} and store.get("k1").texts == ["a"]
+
+
+def test_a_store_larger_than_one_read_is_indexed_across_the_boundaries(tmp_path: Path, monkeypatch):
+    """The file is read a block at a time (memory stays flat); lines that straddle two blocks are
+    read whole, and the first result for a key wins."""
+    import lpt_utils.engines.store as store_module
+
+    monkeypatch.setattr(store_module, "_CHUNK", 97)  # far smaller than a line: every line straddles
+    path = tmp_path / "s.jsonl"
+    requests = make_requests(30)
+    run_requests(CountingEngine(), requests, RequestStore(path))
+    with open(path, "a") as f:  # a later duplicate of the first line is ignored
+        f.write(json.dumps({**json.loads(path.read_text().splitlines()[0]), "texts": ["x", "y"]}) + "\n")
+    store = RequestStore(path)
+    assert len(store) == 30 and store.corrupt_lines == 0
+    check_answers([store.get(r.key(CountingEngine.fingerprint)) for r in requests], requests)
+
+
 def test_wrong_number_of_samples_is_never_stored(tmp_path: Path):
     class Short(CountingEngine):
         def generate(self, requests):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -40,6 +41,50 @@ from .base import Engine, GenerationRequest, GenerationResult
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_STREAM_FLUSH = 8  # a streaming engine's answers are appended to the store in groups of this many
+
+
+# A line in the shape this store writes, `{"key": "<key>", ..., "meta": {<flat>}}`. Only a whole line
+# matches: `, "meta": {` cannot occur inside a JSON string (a quote there is always escaped), and a
+# flat meta closes at its first brace, so a line cut short by a crash never looks like one. Any other
+# line (nested meta, an escaped key, another writer's shape) is parsed instead.
+_LINE = re.compile(rb'^\{"key": "([^"\\\n]*)", [^\n]*, "meta": \{[^{}\n]*\}\}$', re.M)
+
+
+def _parsed_key(line: bytes) -> str | None:
+    """The key of a line of any other shape that is still a result (parsed); None when it is not."""
+    if not line.strip():
+        return None
+    try:
+        rec = GenerationResult.from_json(json.loads(line))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return None
+    return rec.key if isinstance(rec.key, str) and isinstance(rec.texts, list) else None
+
+
+_CHUNK = 16 << 20  # bytes read at a time while indexing (memory stays flat however large the file)
+_FILE_BITS = 16  # the index packs (byte offset << 16 | file number) into one int
+
+
+def _complete_lines(path: Path, offset: int, take_tail: bool):
+    """(chunk, start) pieces of the file from byte `offset` on, each ending on a line boundary, read
+    `_CHUNK` bytes at a time. A last line without its newline is kept back (another writer may be
+    writing it) unless `take_tail`."""
+    pos = offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        carry = b""
+        while True:
+            block = f.read(_CHUNK)
+            if not block:
+                break
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield data[:cut], pos
+                pos += cut
+            carry = data[cut:]
+        if carry and take_tail:
+            yield carry, pos
 
 
 class StoreBusy(RuntimeError):
@@ -63,7 +108,10 @@ class RequestStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.corrupt_lines = 0  # lines skipped because they did not parse
-        self._records: dict[str, GenerationResult] = {}
+        # key -> where its line is (byte offset << 16 | file number): the results stay in the files,
+        # memory holds the index only
+        self._index: dict[str, int] = {}
+        self._files: list[Path] = []
         self._ends_mid_line = False  # the file's last byte is not a newline
         self._offset = 0  # bytes of the file read so far
         self._sibling_offsets: dict[Path, int] = {}  # the same for the other parts' files (read only)
@@ -140,73 +188,102 @@ class RequestStore:
     def refresh(self) -> int:
         """Read what was appended to the file (and to its siblings' files) since it was last read;
         returns how many new records."""
-        before = len(self._records)
+        before = len(self._index)
         for sib in self.siblings():
-            with open(sib, "rb") as f:
-                f.seek(self._sibling_offsets.get(sib, 0))
-                data = f.read()
-            complete = data[:data.rfind(b"\n") + 1]  # a line in flight is read next time
-            self._sibling_offsets[sib] = self._sibling_offsets.get(sib, 0) + len(complete)
-            self._parse(complete)
-        return self._refresh_own() + len(self._records) - before
+            self._sibling_offsets[sib] = self._read(sib, self._sibling_offsets.get(sib, 0), take_tail=False)
+        self._refresh_own()
+        return len(self._index) - before
 
-    def _parse(self, chunk: bytes) -> None:
-        for line in chunk.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                rec = GenerationResult.from_json(d)
-                if not isinstance(rec.key, str) or not isinstance(rec.texts, list):
-                    raise ValueError("not a GenerationResult")
-            except (ValueError, TypeError, UnicodeDecodeError):
-                self.corrupt_lines += 1
-                continue
-            self._records.setdefault(rec.key, rec)
+    def _read(self, path: Path, offset: int, take_tail: bool) -> int:
+        """Index the lines of `path` from `offset` on; returns the offset read up to."""
+        file_id = self._file_id(path)
+        end = offset
+        for chunk, start in _complete_lines(path, offset, take_tail):
+            self._scan(chunk, file_id, start)
+            end = start + len(chunk)
+        return end
 
-    def _refresh_own(self) -> int:
+    def _file_id(self, path: Path) -> int:
+        if path not in self._files:
+            if len(self._files) >= 1 << _FILE_BITS:
+                raise ValueError(f"{self.path}: more than {1 << _FILE_BITS} part files beside it")
+            self._files.append(path)
+        return self._files.index(path)
+
+    def _scan(self, chunk, file_id: int, base: int) -> None:
+        """Index the complete lines of `chunk` (bytes or an mmap, starting at byte `base` of file
+        `file_id`): a key and where its line is. Lines in this store's own shape are found by one
+        regular-expression pass and indexed without being parsed (a million in about a second); any
+        other line is parsed, and counted as corrupt if it is not a result."""
+        index = self._index
+        expected = 0  # where the next line starts if every line so far had this store's shape
+        for m in _LINE.finditer(chunk):
+            if m.start() > expected:
+                self._scan_slowly(chunk, expected, m.start(), file_id, base)
+            key = m.group(1).decode("ascii", "replace")
+            if key not in index:
+                index[key] = (base + m.start()) << _FILE_BITS | file_id
+            expected = m.end() + 1
+        if expected < len(chunk):
+            self._scan_slowly(chunk, expected, len(chunk), file_id, base)
+
+    def _scan_slowly(self, chunk, start: int, end: int, file_id: int, base: int) -> None:
+        """The lines between `start` and `end` that the expression did not take: blank lines, results
+        written in another shape (parsed), and corrupt lines (counted)."""
+        pos = start
+        while pos < end:
+            nl = chunk.find(b"\n", pos, end)
+            stop = end if nl < 0 else nl
+            line = bytes(chunk[pos:stop])
+            if line.strip():
+                key = _parsed_key(line)
+                if key is None:
+                    self.corrupt_lines += 1
+                elif key not in self._index:
+                    self._index[key] = (base + pos) << _FILE_BITS | file_id
+            pos = stop + 1
+
+    def _refresh_own(self) -> None:
         if not self.path.exists():
-            return 0
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        if not data:
-            return 0
-        complete = data if data.endswith(b"\n") else data[:data.rfind(b"\n") + 1]
+            return
         # a final line without its newline is read when the file is first opened (a crash cut it
         # short: it is counted as corrupt); later, it may be another writer's line in flight
-        tail = data[len(complete):]
-        if self._offset == 0 and tail:
-            complete, tail = data, b""
+        first = self._offset == 0
+        end = self._read(self.path, self._offset, take_tail=first)
+        if first and end and not self._last_byte_is_newline(end):
             self._ends_mid_line = True
-        self._parse(complete)
-        self._offset += len(complete)
-        return 0
+        self._offset = end
+
+    def _last_byte_is_newline(self, end: int) -> bool:
+        with open(self.path, "rb") as f:
+            f.seek(end - 1)
+            return f.read(1) == b"\n"
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._index)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._records
+        return key in self._index
 
     def has(self, key: str) -> bool:
-        return key in self._records
+        return key in self._index
 
     def get(self, key: str) -> GenerationResult:
-        """A copy of the stored result (KeyError if absent)."""
-        r = self._records[key]
-        return replace(r, texts=list(r.texts), num_tokens=list(r.num_tokens),
-                       finish_reasons=list(r.finish_reasons), meta=dict(r.meta))
+        """The stored result (KeyError if absent), read from its line: a fresh object every time."""
+        where = self._index[key]
+        with open(self._files[where & ((1 << _FILE_BITS) - 1)], "rb") as f:
+            f.seek(where >> _FILE_BITS)
+            return GenerationResult.from_json(json.loads(f.readline()))
 
     def keys(self) -> list[str]:
-        return list(self._records)
+        return list(self._index)
 
     def append(self, results: Iterable[GenerationResult]) -> int:
         """Write results whose key is not stored yet; flush and fsync. Returns how many were written."""
         new: list[GenerationResult] = []
         seen: set[str] = set()
         for r in results:
-            if r.key not in self._records and r.key not in seen:
+            if r.key not in self._index and r.key not in seen:
                 new.append(r)
                 seen.add(r.key)
         if not new:
@@ -225,10 +302,10 @@ class RequestStore:
                 os.fsync(f.fileno())
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+        start = self._offset
         self._offset += len(encoded)
         self._ends_mid_line = False
-        for r in new:
-            self._records[r.key] = r
+        self._scan(encoded, self._file_id(self.path), start)
         return len(new)
 
 
