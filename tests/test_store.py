@@ -305,3 +305,233 @@ def test_shards_write_their_own_part_and_every_store_of_the_stage_reads_them_all
     assert engine.seen == [] and not (stage / "student.jsonl").exists()
     with RequestStore(parts[0]) as again:  # a shard sees the other shards' answers too
         assert len(again) == 9
+
+
+# ----------------------------------------------------------------------------- the sidecar index
+
+import random  # noqa: E402
+
+import lpt_utils.engines.store as store_module  # noqa: E402
+
+
+def snapshot(store: RequestStore) -> tuple:
+    """Everything a reader sees: keys in order, corrupt lines, every result."""
+    return store.keys(), store.corrupt_lines, [store.get(k).to_json() for k in store.keys()]
+
+
+def full_scan(path: Path, monkeypatch) -> tuple:
+    """What the store reads with every sidecar ignored: the reference for a sidecar's results."""
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "_load_sidecar", lambda p: None)
+        store = RequestStore(path)
+        seen = snapshot(store)
+        store._lock_fd, fd = None, store._lock_fd  # closed without writing its own sidecar
+        os.close(fd)
+    return seen
+
+
+def forbid_whole_reads(monkeypatch, *paths: Path) -> list:
+    """Reading any of `paths` from its first byte fails: opening must start where its sidecar ends.
+    Returns the (file name, offset) of every read, as they happen."""
+    real = store_module._complete_lines
+    reads = []
+
+    def spy(path, offset, take_tail):
+        reads.append((Path(path).name, offset))
+        if offset == 0 and Path(path) in paths:
+            raise AssertionError(f"{path} was read whole")
+        return real(path, offset, take_tail)
+
+    monkeypatch.setattr(store_module, "_complete_lines", spy)
+    return reads
+
+
+def sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".idx")
+
+
+def test_reopening_reads_the_sidecar_instead_of_the_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "s.jsonl"
+    run_requests(CountingEngine(), make_requests(5), RequestStore(path))
+    other = {"texts": ["é"], "key": 'ключ "q"', "num_tokens": [1], "finish_reasons": ["stop"], "meta": {"a": {}}}
+    with open(path, "a") as f:  # a corrupt line, a result in another shape (parsed), a later duplicate
+        f.write("not json\n" + json.dumps(other, ensure_ascii=False) + "\n" + path.read_text().splitlines()[0] + "\n")
+    run_requests(CountingEngine(), make_requests(8), RequestStore(path))
+    expected = full_scan(path, monkeypatch)
+    assert expected[1] == 1 and len(expected[0]) == 9
+    assert store_module._load_sidecar(path)[0] == path.stat().st_size  # written by the last store, collected
+
+    reads = forbid_whole_reads(monkeypatch, path)
+    with RequestStore(path) as store:
+        assert snapshot(store) == expected
+        assert reads == [("s.jsonl", path.stat().st_size)] * 2  # complete lines, then a cut last line
+        check_answers(run_requests(CountingEngine(), make_requests(8), store), make_requests(8))
+
+
+def test_a_cut_last_line_is_never_covered_and_is_counted_again(tmp_path: Path, monkeypatch):
+    path = tmp_path / "s.jsonl"
+    run_requests(CountingEngine(), make_requests(3), RequestStore(path))
+    good = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(b'{"key": "abc", "texts": ["hal')  # a crash mid-write
+    sidecar(path).unlink()
+    RequestStore(path).close()  # reads the whole file, counts it, writes a sidecar up to the line before
+    assert store_module._load_sidecar(path)[:2] == (good, 0)
+    forbid_whole_reads(monkeypatch, path)
+    store = RequestStore(path)
+    assert (len(store), store.corrupt_lines) == (3, 1)
+    results = run_requests(CountingEngine(), make_requests(5), store)  # appended after a fresh newline
+    check_answers(results, make_requests(5))
+    store.close()
+    assert store_module._load_sidecar(path)[:2] == (path.stat().st_size, 1)  # now a whole (corrupt) line
+    again = RequestStore(path)
+    assert (len(again), again.corrupt_lines) == (5, 1)
+
+
+def test_a_rewritten_file_is_read_again_whatever_its_sidecar_says(tmp_path: Path, monkeypatch):
+    path = tmp_path / "s.jsonl"
+    run_requests(CountingEngine(), make_requests(10), RequestStore(path))
+    lines = path.read_text().splitlines(keepends=True)
+    assert store_module._load_sidecar(path) is not None
+    rewrites = [
+        lines[::-1],  # the same length, other offsets: only the hashes tell
+        lines[:4],  # shorter than what the sidecar covers
+        lines[5:] + ["not json\n"] + lines[:5] + lines[:2],  # longer, the lines moved
+    ]
+    for rewrite in rewrites:
+        path.write_text("".join(rewrite))
+        store = RequestStore(path)
+        assert snapshot(store) == full_scan(path, monkeypatch)
+        assert all(store.get(k).key == k for k in store.keys())  # every offset points at its own line
+        store.close()  # writes a sidecar for this content
+        assert store_module._load_sidecar(path)[0] == path.stat().st_size
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "cut", "flipped", "version", "offsets"])
+def test_a_damaged_sidecar_is_ignored(tmp_path: Path, monkeypatch, damage):
+    path = tmp_path / "s.jsonl"
+    run_requests(CountingEngine(), make_requests(6), RequestStore(path))
+    path.write_text(path.read_text() + "not json\n")
+    expected = full_scan(path, monkeypatch)
+    RequestStore(path).close()
+    data = sidecar(path).read_bytes()
+    magic_and_head = data[:data.index(b"\n", data.index(b"\n") + 1) + 1]
+    head = json.loads(magic_and_head.splitlines()[1])
+    body = bytearray(data[len(magic_and_head):])
+    if damage == "garbage":
+        data = bytes(random.Random(0).randrange(256) for _ in range(len(data)))
+    elif damage == "empty":
+        data = b""
+    elif damage == "cut":
+        data = data[:len(data) // 2]
+    elif damage == "flipped":  # one bit of a key: the CRC tells
+        body[3] ^= 0x01
+        data = magic_and_head + bytes(body)
+    elif damage == "version":
+        data = data.replace(b'"version": 1,', b'"version": 99,')
+    elif damage == "offsets":  # offsets out of order, the CRC made to match: the sanity checks tell
+        body[-16:] = body[-8:] + body[-16:-8]
+        import zlib
+        head["crc32"] = zlib.crc32(bytes(body))
+        data = magic_and_head.splitlines()[0] + b"\n" + json.dumps(head).encode() + b"\n" + bytes(body)
+    sidecar(path).write_bytes(data)
+    assert store_module._load_sidecar(path) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ignored silently
+        store = RequestStore(path)
+        assert snapshot(store) == expected
+        store.close()  # and replaced by a good one
+    assert store_module._load_sidecar(path)[0] == path.stat().st_size
+
+
+def test_the_writer_saves_its_sidecar_as_it_grows_and_a_killed_writer_loses_only_the_tail(tmp_path: Path,
+                                                                                           monkeypatch):
+    path = tmp_path / "killed.jsonl"
+    monkeypatch.setattr(store_module, "_SIDECAR_EVERY", 1)  # after every append, not every 64 MB
+    store = RequestStore(path)
+    run_requests(CountingEngine(), make_requests(3), store)
+    assert store_module._load_sidecar(path)[0] == path.stat().st_size  # written while still open
+    store.close()
+    monkeypatch.undo()
+    covered = path.stat().st_size
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, __file__, str(path)], env=env)
+    try:  # the worker (64 MB between its sidecars) stores two batches of 2, then hangs
+        deadline = time.time() + 120
+        while path.read_bytes().count(b"\n") < 7 and proc.poll() is None:
+            assert time.time() < deadline, "the worker stored nothing in 120 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(10)
+    assert store_module._load_sidecar(path)[0] == covered  # the killed worker never wrote its own
+    reads = forbid_whole_reads(monkeypatch, path)
+    with pytest.warns(UserWarning, match="no longer running"):
+        store = RequestStore(path)
+    assert reads[0] == (path.name, covered) and len(store) == 7  # the sidecar, then what it appended
+    engine = CountingEngine()
+    check_answers(run_requests(engine, make_requests(20), store), make_requests(20))
+    assert len(engine.seen) == 13
+
+
+def test_parts_are_read_from_their_sidecars_and_a_part_keeps_keys_a_sibling_held_first(tmp_path: Path,
+                                                                                         monkeypatch):
+    stage = tmp_path / "requests"
+    parts = [stage / f"student.part-{i}-of-3.jsonl" for i in range(3)]
+    requests = make_requests(9)
+    for i, path in enumerate(parts):
+        with RequestStore(path) as store:
+            run_requests(CountingEngine(), [r for k, r in enumerate(requests) if k % 3 == i], store)
+    # part 0 also holds (earlier in the order, with other texts) two of part 2's results
+    theirs = [json.loads(line) for line in parts[2].read_text().splitlines()[:2]]
+    with open(parts[0], "a") as f:
+        f.writelines(json.dumps({**rec, "texts": ["x", "y"]}) + "\n" for rec in theirs)
+    RequestStore(parts[0]).close()
+    expected = full_scan(parts[2], monkeypatch)
+
+    reads = forbid_whole_reads(monkeypatch, *parts)
+    with RequestStore(parts[2]) as store:
+        assert snapshot(store) == expected and len(store) == 9
+        assert store.get(theirs[0]["key"]).texts == ["x", "y"]  # the first file read wins
+        assert {name for name, _ in reads} == {p.name for p in parts}
+        extra = make_requests(11)[9:]
+        run_requests(CountingEngine(), extra, store)  # its sidecar is written from a merged index
+    monkeypatch.undo()
+    parts[0].unlink()  # the sibling that held them first is gone: part 2 still has its own lines
+    expected = full_scan(parts[2], monkeypatch)
+    forbid_whole_reads(monkeypatch, *parts)
+    with RequestStore(parts[2]) as store:
+        assert snapshot(store) == expected and len(store) == 11 - 3
+        assert store.get(theirs[0]["key"]).texts == [f"{requests[2].prompt}#0", f"{requests[2].prompt}#1"]
+
+
+def test_keys_holding_a_newline_get_no_sidecar(tmp_path: Path):
+    path = tmp_path / "s.jsonl"
+    rows = [{"key": "a\nb", "texts": ["t"], "num_tokens": [1], "finish_reasons": ["stop"], "meta": {}},
+            {"key": "c", "texts": ["u"], "num_tokens": [1], "finish_reasons": ["stop"], "meta": {}}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    RequestStore(path).close()
+    assert not sidecar(path).exists()
+    store = RequestStore(path)
+    assert store.keys() == ["a\nb", "c"] and store.get("a\nb").texts == ["t"]
+
+
+def test_get_many_reads_what_get_reads_across_files_in_any_order(tmp_path: Path):
+    stage = tmp_path / "requests"
+    requests = make_requests(12)
+    for i in range(3):
+        with RequestStore(stage / f"m.part-{i}-of-3.jsonl") as store:
+            run_requests(CountingEngine(), requests[i::3], store)
+    store = RequestStore(stage / "m.jsonl")
+    run_requests(CountingEngine(), make_requests(15), store)  # its own file: the last three
+    keys = store.keys()
+    assert len(keys) == 15 and len(store._files) == 4
+    rng = random.Random(0)
+    orders = [keys, keys[::-1], rng.sample(keys, len(keys)), [keys[3], keys[14], keys[3], keys[0], keys[14]], []]
+    for order in orders:
+        many = store.get_many(order)
+        assert [r.to_json() for r in many] == [store.get(k).to_json() for k in order]
+        assert len({id(r) for r in many}) == len(many)  # a key asked twice: two objects
+    with pytest.raises(KeyError):
+        store.get_many([keys[0], "nope"])

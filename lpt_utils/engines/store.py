@@ -20,21 +20,41 @@ since the store was opened before it decides what to generate.
 Parts: the shards of one stage each write their own file (`name.part-<i>-of-<n>.jsonl`, so each has
 its own writer) and read every part's and the whole stage's file (`name.jsonl`): a request answered
 by any of them is never generated again, however the stage is run next.
+
+Memory holds an index only (key -> where its line is); `get`/`get_many` read the lines back. Opening
+a store indexes its files: lines in the store's own shape by one regular-expression pass, any other
+line parsed. So that a large store is not read whole at every open, the writer keeps a sidecar index
+beside its file (`<file>.idx`): a header (format version; `covered`, the bytes of the JSONL it covers,
+always ending with a complete line; a sha256 of the first and of the last <= 4096 covered bytes; the
+corrupt lines among them; a CRC of the rest), then the keys (joined by newlines) and their byte
+offsets (int64), the first line of each key in file order. Opening a file (the store's own and its
+siblings alike) loads a valid sidecar and reads only the bytes after `covered`; a sidecar that is
+missing, of another version, damaged, or that no longer matches its file (shorter than `covered`, or
+the hashed bytes differ: the file was rewritten) is ignored and the whole file read. The writer (the
+lock holder; a sibling's sidecar is only read) writes its sidecar (a temporary file, then renamed)
+when it closes, if the file grew since the sidecar was read or written, and after every 64 MB
+appended, so a killed run leaves at most that much to read again. An unfinished last line is never
+covered: it is read again at each open. A store whose keys contain a newline writes no sidecar.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
 import socket
+import sys
+import tempfile
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .base import Engine, GenerationRequest, GenerationResult
@@ -63,6 +83,7 @@ def _parsed_key(line: bytes) -> str | None:
 
 _CHUNK = 16 << 20  # bytes read at a time while indexing (memory stays flat however large the file)
 _FILE_BITS = 16  # the index packs (byte offset << 16 | file number) into one int
+_FILE_MASK = (1 << _FILE_BITS) - 1
 
 
 def _complete_lines(path: Path, offset: int, take_tail: bool):
@@ -85,6 +106,81 @@ def _complete_lines(path: Path, offset: int, take_tail: bool):
             carry = data[cut:]
         if carry and take_tail:
             yield carry, pos
+
+
+# ----------------------------------------------------------------------------- the sidecar index
+
+_SIDECAR_MAGIC = b"lpt-request-store-index\n"
+_SIDECAR_VERSION = 1
+_SIDECAR_CHECKED = 4096  # bytes of the JSONL hashed at each end of the covered range
+_SIDECAR_EVERY = 64 << 20  # the writer rewrites its sidecar once this many bytes were appended since
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".idx")
+
+
+def _ends_sha(path: Path, covered: int) -> tuple[str, str]:
+    """sha256 of the first and of the last (at most `_SIDECAR_CHECKED`) bytes of `path[:covered]`."""
+    with open(path, "rb") as f:
+        head = f.read(min(covered, _SIDECAR_CHECKED))
+        f.seek(max(0, covered - _SIDECAR_CHECKED))
+        tail = f.read(covered - max(0, covered - _SIDECAR_CHECKED))
+    return hashlib.sha256(head).hexdigest(), hashlib.sha256(tail).hexdigest()
+
+
+def _load_sidecar(path: Path) -> tuple[int, int, list[str], np.ndarray] | None:
+    """(covered, corrupt lines, keys, byte offsets) from the sidecar of the JSONL `path`; None when it
+    is missing or cannot be trusted (another version, damaged, or its file changed under it)."""
+    try:
+        with open(_sidecar_path(path), "rb") as f:
+            data = f.read()
+        if not data.startswith(_SIDECAR_MAGIC):
+            return None
+        start = len(_SIDECAR_MAGIC)
+        stop = data.index(b"\n", start)
+        head = json.loads(data[start:stop])
+        if not isinstance(head, dict) or head.get("version") != _SIDECAR_VERSION:
+            return None
+        covered, corrupt, n, blob_len = (int(head[k]) for k in ("covered", "corrupt", "keys", "keys_bytes"))
+        body = memoryview(data)[stop + 1:]
+        if min(covered, corrupt, n, blob_len) < 0 or len(body) != blob_len + 8 * n or \
+                zlib.crc32(body) != head["crc32"]:
+            return None  # cut short or damaged
+        if os.path.getsize(path) < covered or _ends_sha(path, covered) != (head["head_sha256"], head["tail_sha256"]):
+            return None  # the JSONL was rewritten since
+        keys = str(body[:blob_len], "utf-8", "surrogatepass").split("\n") if n else []
+        offsets = np.frombuffer(body, dtype="<i8", count=n, offset=blob_len).astype(np.int64)
+        if len(keys) != n or (n and (offsets[0] < 0 or offsets[-1] >= covered or np.any(offsets[1:] <= offsets[:-1]))):
+            return None
+        return covered, corrupt, keys, offsets
+    except Exception:  # unreadable or nonsense: never trusted, never fatal (the file is read instead)
+        return None
+
+
+def _write_sidecar(path: Path, covered: int, corrupt: int, keys: list[str], offsets: np.ndarray) -> bool:
+    """Write the sidecar of the JSONL `path` (`keys` at `offsets`, in file order, cover its first
+    `covered` bytes) atomically: a temporary file renamed over the old one. False (nothing written)
+    when a key holds a newline."""
+    blob = "\n".join(keys).encode("utf-8", "surrogatepass")
+    if keys and blob.count(b"\n") != len(keys) - 1:
+        return False
+    body = blob + np.ascontiguousarray(offsets, dtype="<i8").tobytes()
+    head_sha, tail_sha = _ends_sha(path, covered)
+    head = {"version": _SIDECAR_VERSION, "covered": covered, "head_sha256": head_sha, "tail_sha256": tail_sha,
+            "corrupt": corrupt, "keys": len(keys), "keys_bytes": len(blob), "crc32": zlib.crc32(body)}
+    target = _sidecar_path(path)
+    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(fd, os.stat(path).st_mode & 0o777)  # readable by whoever reads the JSONL (not 0600)
+            f.write(_SIDECAR_MAGIC + json.dumps(head).encode() + b"\n")
+            f.write(body)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return True
 
 
 class StoreBusy(RuntimeError):
@@ -111,10 +207,17 @@ class RequestStore:
         # key -> where its line is (byte offset << 16 | file number): the results stay in the files,
         # memory holds the index only
         self._index: dict[str, int] = {}
-        self._files: list[Path] = []
+        self._files: list[Path] = [self.path]  # by file number; the store's own file is number 0
         self._ends_mid_line = False  # the file's last byte is not a newline
         self._offset = 0  # bytes of the file read so far
         self._sibling_offsets: dict[Path, int] = {}  # the same for the other parts' files (read only)
+        # what the own file's sidecar is written from, besides the index
+        self._own_read = False  # the own file was read once (its sidecar loaded, a cut last line taken)
+        self._own_corrupt = 0  # corrupt lines counted in the own file
+        self._line_end = 0  # where the own file's last complete line read ends: what a sidecar covers
+        self._tail_corrupt = 0  # corrupt lines counted past `_line_end` (an unfinished last line)
+        self._shadowed: dict[str, int] = {}  # own-file offsets of keys indexed from a sibling first
+        self._saved = 0  # bytes of the own file that its sidecar on disk covers (as loaded or written)
         self._lock_fd: int | None = None
         self._lock()
         self.refresh()
@@ -124,6 +227,10 @@ class RequestStore:
     @property
     def lock_path(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")
+
+    @property
+    def sidecar_path(self) -> Path:
+        return _sidecar_path(self.path)
 
     def _where(self) -> str:
         stage = self.path.parent.parent if self.path.parent.name == "requests" else self.path.parent
@@ -158,10 +265,13 @@ class RequestStore:
         except ValueError:
             return {}
 
-    def close(self) -> None:
-        """Release the writer's lock (the results stay readable in memory)."""
+    def close(self, save_index: bool = True) -> None:
+        """Write the sidecar index if the file grew since it was last loaded or written, then release
+        the writer's lock (the results stay readable)."""
         if self._lock_fd is not None:
             try:
+                if save_index:
+                    self._save_sidecar()
                 os.ftruncate(self._lock_fd, 0)
             finally:
                 os.close(self._lock_fd)  # closing the descriptor releases the record lock
@@ -174,7 +284,62 @@ class RequestStore:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        try:  # at interpreter exit the sidecar is not written (open and friends may be gone)
+            self.close(save_index=not sys.is_finalizing())
+        except Exception:  # at interpreter exit (modules torn down) or after a failed __init__
+            pass
+
+    # ------------------------------------------------------------------------- the sidecar index
+
+    def _save_sidecar(self) -> None:
+        """Write the own file's sidecar if it covers less than what was read: the writer only (the lock
+        is held), never raising (a missing sidecar costs a longer read at the next open)."""
+        covered = self._line_end
+        if self._lock_fd is None or covered <= self._saved:
+            return
+        self._saved = covered  # tried once per change, whatever happens below
+        try:
+            if len(self._files) == 1:  # no siblings: every key is the own file's, in file order
+                keys = list(self._index)
+                offsets = np.fromiter(self._index.values(), np.int64, len(keys)) >> _FILE_BITS
+            else:
+                keys = [k for k, w in self._index.items() if not w & _FILE_MASK]
+                offsets = np.fromiter((w >> _FILE_BITS for w in self._index.values() if not w & _FILE_MASK),
+                                      np.int64, len(keys))
+                if self._shadowed:  # the own file's lines for keys that a sibling's file held first
+                    keys += list(self._shadowed)
+                    offsets = np.concatenate([offsets, np.fromiter(self._shadowed.values(), np.int64)])
+            if len(offsets) > 1 and np.any(offsets[1:] <= offsets[:-1]):
+                order = np.argsort(offsets, kind="stable")
+                keys, offsets = [keys[i] for i in order.tolist()], offsets[order]
+            n = int(np.searchsorted(offsets, covered))  # keys of an unfinished last line are not covered
+            _write_sidecar(self.path, covered, self._own_corrupt - self._tail_corrupt, keys[:n], offsets[:n])
+        except Exception as e:
+            warnings.warn(f"{self.path}: could not write the sidecar index ({e!r}); the next open reads "
+                          "the whole file", stacklevel=2)
+
+    def _load(self, path: Path) -> int:
+        """Index what the sidecar of `path` covers, if it has one that can be trusted; returns the bytes
+        it covers (0 without one: the whole file is read)."""
+        found = _load_sidecar(path)
+        if found is None:
+            return 0
+        covered, corrupt, keys, offsets = found
+        file_id = self._file_id(path)
+        wheres = (offsets << _FILE_BITS | file_id).tolist()
+        index = self._index
+        if not index:
+            index.update(zip(keys, wheres))
+        else:  # the first line for a key wins, and the files read before this one come first
+            for key, where in zip(keys, wheres):
+                if key not in index:
+                    index[key] = where
+                elif file_id == 0:  # nothing of the own file was read yet: a sibling's key
+                    self._shadowed[key] = where >> _FILE_BITS
+        self.corrupt_lines += corrupt
+        if file_id == 0:
+            self._own_corrupt += corrupt
+        return covered
 
     # ------------------------------------------------------------------------- reading
 
@@ -190,7 +355,9 @@ class RequestStore:
         returns how many new records."""
         before = len(self._index)
         for sib in self.siblings():
-            self._sibling_offsets[sib] = self._read(sib, self._sibling_offsets.get(sib, 0), take_tail=False)
+            if sib not in self._sibling_offsets:  # first read: what its sidecar covers is not read
+                self._sibling_offsets[sib] = self._load(sib)
+            self._sibling_offsets[sib] = self._read(sib, self._sibling_offsets[sib], take_tail=False)
         self._refresh_own()
         return len(self._index) - before
 
@@ -223,6 +390,8 @@ class RequestStore:
             key = m.group(1).decode("ascii", "replace")
             if key not in index:
                 index[key] = (base + m.start()) << _FILE_BITS | file_id
+            elif file_id == 0:
+                self._shadow(key, base + m.start())
             expected = m.end() + 1
         if expected < len(chunk):
             self._scan_slowly(chunk, expected, len(chunk), file_id, base)
@@ -239,20 +408,44 @@ class RequestStore:
                 key = _parsed_key(line)
                 if key is None:
                     self.corrupt_lines += 1
+                    if file_id == 0:
+                        self._own_corrupt += 1
                 elif key not in self._index:
                     self._index[key] = (base + pos) << _FILE_BITS | file_id
+                elif file_id == 0:
+                    self._shadow(key, base + pos)
             pos = stop + 1
+
+    def _shadow(self, key: str, offset: int) -> None:
+        """A line of the own file for a key already indexed: if a sibling's file held it first, the own
+        file's first line for it is kept for the sidecar (which lists the own file's keys only)."""
+        if self._index[key] & _FILE_MASK and key not in self._shadowed:
+            self._shadowed[key] = offset
 
     def _refresh_own(self) -> None:
         if not self.path.exists():
             return
-        # a final line without its newline is read when the file is first opened (a crash cut it
-        # short: it is counted as corrupt); later, it may be another writer's line in flight
-        first = self._offset == 0
-        end = self._read(self.path, self._offset, take_tail=first)
-        if first and end and not self._last_byte_is_newline(end):
-            self._ends_mid_line = True
-        self._offset = end
+        first = not self._own_read
+        if first:  # what the sidecar covers is not read again
+            self._own_read = True
+            self._offset = self._line_end = self._saved = self._load(self.path)
+        end = self._read(self.path, self._offset, take_tail=False)
+        if end > self._offset:  # complete lines: the file ends with a newline
+            self._offset = self._line_end = end
+            self._ends_mid_line = False
+            self._tail_corrupt = 0
+        if first:
+            # a final line without its newline is read when the file is first opened (a crash cut it
+            # short: it is counted as corrupt); later, it may be another writer's line in flight. It
+            # is never covered by the sidecar (`_line_end` stays before it)
+            corrupt = self._own_corrupt
+            end = self._read(self.path, self._offset, take_tail=True)
+            if end > self._offset and self._last_byte_is_newline(end):  # whole lines appended meanwhile
+                self._line_end = end
+            elif end > self._offset:
+                self._ends_mid_line = True
+                self._tail_corrupt = self._own_corrupt - corrupt
+            self._offset = end
 
     def _last_byte_is_newline(self, end: int) -> bool:
         with open(self.path, "rb") as f:
@@ -271,9 +464,45 @@ class RequestStore:
     def get(self, key: str) -> GenerationResult:
         """The stored result (KeyError if absent), read from its line: a fresh object every time."""
         where = self._index[key]
-        with open(self._files[where & ((1 << _FILE_BITS) - 1)], "rb") as f:
+        with open(self._files[where & _FILE_MASK], "rb") as f:
             f.seek(where >> _FILE_BITS)
             return GenerationResult.from_json(json.loads(f.readline()))
+
+    def get_many(self, keys: Iterable[str]) -> list[GenerationResult]:
+        """The stored results of `keys`, in their order (KeyError if one is absent, before anything is
+        read), as `get` returns them (a fresh object each, a key asked twice included), read in one
+        pass: the lines sorted by file and offset, each file opened once."""
+        wheres = [self._index[k] for k in keys]
+        out: list = [None] * len(wheres)
+        if not wheres:
+            return out
+        packed = np.fromiter(wheres, np.int64, len(wheres))
+        order = np.lexsort((packed >> _FILE_BITS, packed & _FILE_MASK))  # by file, then by offset
+        f = None
+        file_id = last = -1
+        pos = 0  # where the file's reader stands
+        line = b""
+        try:
+            for i in order.tolist():
+                where = wheres[i]
+                if where != last:  # a key asked twice is read once (and parsed twice)
+                    if where & _FILE_MASK != file_id:
+                        if f is not None:
+                            f.close()
+                        file_id = where & _FILE_MASK
+                        f = open(self._files[file_id], "rb")
+                        pos = 0
+                    if where >> _FILE_BITS != pos:
+                        pos = where >> _FILE_BITS
+                        f.seek(pos)
+                    line = f.readline()
+                    pos += len(line)
+                    last = where
+                out[i] = GenerationResult.from_json(json.loads(line))
+        finally:
+            if f is not None:
+                f.close()
+        return out
 
     def keys(self) -> list[str]:
         return list(self._index)
@@ -302,10 +531,14 @@ class RequestStore:
                 os.fsync(f.fileno())
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+        self._own_read = True  # the file exists now, and all of it is read
         start = self._offset
-        self._offset += len(encoded)
+        self._offset = self._line_end = self._offset + len(encoded)
         self._ends_mid_line = False
-        self._scan(encoded, self._file_id(self.path), start)
+        self._tail_corrupt = 0
+        self._scan(encoded, 0, start)
+        if self._line_end - self._saved >= _SIDECAR_EVERY:
+            self._save_sidecar()  # a run killed later leaves at most this much to read again
         return len(new)
 
 
@@ -396,9 +629,7 @@ def run_requests(
             if missing:
                 raise RuntimeError(f"the engine returned no result for {len(missing)} of {len(batch)} requests")
 
-    out = []
-    for k, r in zip(keys, requests):
-        res = store.get(k)
+    out = store.get_many(keys)  # one pass over the files, a fresh result for each request
+    for res, r in zip(out, requests):
         res.meta = dict(r.meta)
-        out.append(res)
     return RunResults(out, stats)
