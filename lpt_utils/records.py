@@ -252,6 +252,12 @@ def frame(record: type, rows: list[Any]) -> Any:
     return pd.DataFrame(dicts, columns=list(columns(record)))
 
 
+def as_dict(record: Any) -> dict[str, Any]:
+    """A record's fields as a dict, shallow (its lists are shared, not copied): what a stage turns
+    into a DataFrame, a million times over, where `dataclasses.asdict`'s deep copy would dominate."""
+    return dict(vars(record))
+
+
 def to_row(record: Any) -> dict[str, Any]:
     """A record as a row: its columns (`arrow_schema`), nothing else."""
     names = set(arrow_schema(type(record)).names)

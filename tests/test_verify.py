@@ -112,3 +112,25 @@ def test_extract_answer_for_evaluation():
     assert extract_answer("I think it is B", whole_response=False) == Extracted(None, "none")
     assert extract_answer("<think> it is red </think> (A)").answer == "(A)"
     assert extract_answer("<think> it is red </think> (A)", "released").answer == "<think> it is red </think> (A)"
+
+
+def test_the_fast_parse_agrees_with_the_reference_expression_on_shuffled_tags():
+    """`parse_response` finds the tags by position for speed; on thousands of responses assembled
+    from tags, summaries, whitespace and text in random order it gives what the reference regular
+    expression gives, and the shape `response_shape` names."""
+    import random
+
+    from lpt_utils.pipeline.verify import _ANSWER_BLOCK, _THINK_THEN_ANSWER, parse_response, response_shape
+
+    pieces = ["<think>", "</think>", "<answer>", "</answer>", " ", "\n", "(B) blue", "So it is A.", "\n\n**Summary**\n"]
+    rng = random.Random(0)
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 9)))
+        p = parse_response(text)
+        m = _THINK_THEN_ANSWER.search(text)
+        assert p.ok == bool(m), text
+        assert p.shape == response_shape(text), text
+        if m:
+            later = tuple(a.strip() for a in _ANSWER_BLOCK.findall(text, m.end()))
+            assert (p.thought, p.between, p.answer, p.later_answers) == (
+                m.group(1).strip(), m.group(2).strip(), m.group(3).strip(), later), text

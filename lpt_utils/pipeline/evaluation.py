@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ from lpt_utils.pipeline.verify import (
     strict_verdict,
 )
 from lpt_utils.prompts import render
-from lpt_utils.records import Prediction
+from lpt_utils.records import Prediction, as_dict
 
 PROMPTS = ("direct", "think")
 
@@ -204,7 +204,7 @@ def predictions(model: str, model_path: str, kind: str, items: list[BenchItem], 
 
 def to_frame(preds: list[Prediction]) -> pd.DataFrame:
     cols = list(Prediction.__dataclass_fields__)
-    return pd.DataFrame([asdict(p) for p in preds], columns=cols)
+    return pd.DataFrame([as_dict(p) for p in preds], columns=cols)
 
 
 def rescore(df: pd.DataFrame, *, corrections: bool = False, whole_response: bool = True) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import hashlib
 import random
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from lpt_utils.artifacts import Funnel
@@ -23,7 +23,7 @@ from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.pipeline.mcq import choice_lines
 from lpt_utils.pipeline.verify import parse_response, verdicts
 from lpt_utils.prompts import render
-from lpt_utils.records import LongCoT
+from lpt_utils.records import LongCoT, as_dict
 
 TRANSITIONS = ("O→O", "O→X", "X→O", "X→X")
 
@@ -297,7 +297,7 @@ def summary(rows: list[LongCoT]) -> dict[str, Any]:
 
 
 def to_rows(rows: list[LongCoT]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
+    return [as_dict(r) for r in rows]
 
 
 def collateral_words(text: str, banned: Sequence[str]) -> list[str]:

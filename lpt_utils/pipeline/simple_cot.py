@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from lpt_utils.artifacts import Funnel
 from lpt_utils.engines.base import GenerationRequest, SamplingSettings
 from lpt_utils.pipeline.mcq import student_messages
 from lpt_utils.pipeline.verify import parse_response, verdicts
-from lpt_utils.records import SimpleCoT
+from lpt_utils.records import SimpleCoT, as_dict
 
 THINK = "<think>"
 
@@ -66,15 +65,17 @@ def score(mcqs, results, *, rule: str = "strict") -> tuple[list[SimpleCoT], Funn
     rows: list[SimpleCoT] = []
     for m, res in zip(mcqs, results, strict=True):
         seen: set[str] = set()
+        choices = tuple(m["choices"])  # once per MCQ (verdicts are memoised on it)
         for k, (text, ntok, fin) in enumerate(zip(res.texts, res.num_tokens, res.finish_reasons)):
             raw = THINK + text
             p = parse_response(raw)
-            v = verdicts(p.answer, list(m["choices"]), m["answer_letter"], later_answers=p.later_answers) \
-                if p.ok else None
+            v = verdicts(p.answer, choices, m["answer_letter"], later_answers=p.later_answers) if p.ok else None
             correct = bool(v and v[rule].correct)
-            key = " ".join(raw.split())
-            drop = "unparsable" if not p.ok else ("duplicate" if key in seen else "")
-            seen.add(key)
+            drop = "unparsable"
+            if p.ok:  # a duplicate: the same response as an earlier sample of this MCQ, up to whitespace
+                key = " ".join(raw.split())
+                drop = "duplicate" if key in seen else ""
+                seen.add(key)
             rows.append(SimpleCoT(
                 mcq_id=m["mcq_id"], response_id=f"{m['mcq_id']}-s{k}", image_id=m["image_id"],
                 image_path=m["image_path"], question_type=m["question_type"], raw_text=raw,
@@ -130,4 +131,4 @@ def accuracy_by_rule(kept) -> dict[str, float | None]:
 
 
 def to_rows(rows: list[SimpleCoT]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
+    return [as_dict(r) for r in rows]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,7 +26,7 @@ from lpt_utils.artifacts import Funnel
 from lpt_utils.pipeline import sharegpt
 from lpt_utils.pipeline.long_cot import splice_thought
 from lpt_utils.pipeline.mcq import answer_in_form, student_messages
-from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS
+from lpt_utils.records import DPO_COLUMNS, SFT_COLUMNS, as_dict
 
 PAIR_TYPES = {"O>O→X": "O", "O>X": "O", "X→O>X→X": "X→O", "X→O>X": "X→O"}
 
@@ -204,9 +204,9 @@ def build_sft(traces: list[Trace], mcqs: dict[str, dict[str, Any]], *, simple_di
     X→O rows, `xo_per_pooled` times as many as the pooled sample (1), weighted by the added
     thought's length). Sizes are floors of pool / divisor (a divisor, not a float ratio, so 375 / 3.75
     is exactly 100)."""
-    o = [asdict(t) for t in traces if t.kind == "O"]
-    oo = [asdict(t) for t in traces if t.kind == "O→O"]
-    xo = [asdict(t) for t in traces if t.kind == "X→O"]
+    o = [as_dict(t) for t in traces if t.kind == "O"]
+    oo = [as_dict(t) for t in traces if t.kind == "O→O"]
+    xo = [as_dict(t) for t in traces if t.kind == "X→O"]
     simple = subsample(o, int(len(o) / simple_divisor), lambda r: r["length"], seed=seed)
     pooled = subsample(o + oo, int((len(o) + len(oo)) / long_divisor), lambda r: r["length"], seed=seed)
     recovered = subsample(xo, int(round(xo_per_pooled * len(pooled))), lambda r: r["added_length"], seed=seed)
@@ -222,8 +222,10 @@ def build_sft(traces: list[Trace], mcqs: dict[str, dict[str, Any]], *, simple_di
 # ----------------------------------------------------------------------------- DPO
 
 
-def _pick(rng: np.random.Generator, pool: list[Trace]) -> Trace | None:
-    return pool[int(rng.integers(len(pool)))] if pool else None
+def _pick(seed: int, t: Trace, pool: list[Trace]) -> Trace | None:
+    """One of `pool` for trace `t`, drawn by a hash of the seed and the trace's id (the same draw
+    whatever the order of the rows; no generator is built per trace)."""
+    return pool[stable_int(seed, "pair", t.trace_id) % len(pool)] if pool else None
 
 
 def dpo_pairs(traces: list[Trace], *, seed: int) -> list[tuple[str, Trace, Trace]]:
@@ -240,15 +242,14 @@ def dpo_pairs(traces: list[Trace], *, seed: int) -> list[tuple[str, Trace, Trace
         by_simple.setdefault((t.simple_id, t.kind), []).append(t)
     pairs = []
     for t in traces:
-        rng = np.random.default_rng(stable_int(seed, "pair", t.trace_id))
         if t.kind == "O→X" and t.simple_id in by_id:
             pairs.append(("O>O→X", by_id[t.simple_id], t))
         elif t.kind == "O":
-            x = _pick(rng, by_mcq.get((t.mcq_id, "X"), []))
+            x = _pick(seed, t, by_mcq.get((t.mcq_id, "X"), []))
             if x:
                 pairs.append(("O>X", t, x))
         elif t.kind == "X→O":
-            xx = _pick(rng, by_simple.get((t.simple_id, "X→X"), []) or by_mcq.get((t.mcq_id, "X→X"), []))
+            xx = _pick(seed, t, by_simple.get((t.simple_id, "X→X"), []) or by_mcq.get((t.mcq_id, "X→X"), []))
             if xx:
                 pairs.append(("X→O>X→X", t, xx))
             if t.simple_id in by_id:

@@ -56,6 +56,7 @@ name B (`how` = statement); prose elsewhere is not read ("I think it is B" names
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -135,12 +136,20 @@ def parse_response(text: str) -> Parsed:
     model generated after it (`"<think>" + continuation`).
     """
     t = text or ""
-    shape = response_shape(t)
-    m = _THINK_THEN_ANSWER.search(t)
-    if not m:
-        return Parsed("", "", False, shape)
-    later = tuple(a.strip() for a in _ANSWER_BLOCK.findall(t, m.end()))
-    return Parsed(m.group(1).strip(), m.group(3).strip(), True, shape, m.group(2).strip(), later)
+    # Found by position (str.find), not by one lazy regular expression, which is several times
+    # slower on long thoughts: the first <think>, the first </think> after it, the first answer block
+    # after that (the same split as `_THINK_THEN_ANSWER`, which the conformance tests pin).
+    i = t.find(_THINK_OPEN)
+    j = t.find(_THINK_CLOSE, i + len(_THINK_OPEN)) if i >= 0 else -1
+    k = t.find(_ANSWER_OPEN, j + len(_THINK_CLOSE)) if j >= 0 else -1
+    end = t.find(_ANSWER_CLOSE, k + len(_ANSWER_OPEN)) if k >= 0 else -1
+    if end < 0:
+        return Parsed("", "", False, response_shape(t))
+    later = tuple(a.strip() for a in _ANSWER_BLOCK.findall(t, end + len(_ANSWER_CLOSE))) \
+        if _ANSWER_OPEN in t[end:] else ()
+    between = t[j + len(_THINK_CLOSE):k].strip()
+    shape = "think_answer_repeated" if later else ("think_summary_answer" if between else "think_answer")
+    return Parsed(t[i + len(_THINK_OPEN):j].strip(), t[k + len(_ANSWER_OPEN):end].strip(), True, shape, between, later)
 
 
 # ----------------------------------------------------------------------------- evaluation's extraction
@@ -218,7 +227,7 @@ def named_letter(answer: str, choices: list[str]) -> Verdict:
     a = _norm(answer)
     if not a:
         return Verdict(False, None, "empty")
-    texts = [_norm(c) for c in choices]
+    texts = _normed_options(tuple(choices))
     if a in texts and texts.count(a) == 1:
         return Verdict(False, LETTERS[texts.index(a)], "text")
     # Letter forms: "B", "(B)", "B.", "B)", "B:", "(B) text", "B. text"
@@ -244,6 +253,12 @@ def named_letter(answer: str, choices: list[str]) -> Verdict:
     if len(letters) > 1:
         return Verdict(False, None, "ambiguous")
     return Verdict(False, None, "no_match")
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _normed_options(choices: tuple[str, ...]) -> list[str]:
+    # the options normalised once per MCQ, not once per sample (read only by the callers)
+    return [_norm(c) for c in choices]
 
 
 def _other_letters(rest: str, i: int, n: int) -> bool:
@@ -288,8 +303,14 @@ _RELEASED_CHOICE = re.compile(
 def released_choice_list(choices: list[str]) -> list[tuple[str, str]]:
     """(letter, option text) pairs as the released code re-reads them from the "(X) text" lines it
     showed: an option holding " X. " is split there, and a repeated letter appears twice."""
+    return list(_released_options(tuple(choices)))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _released_options(choices: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # re-read once per MCQ, not once per sample
     joined = "\n".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
-    return [((m.group(1) or m.group(2)), m.group(3).strip()) for m in _RELEASED_CHOICE.finditer(joined)]
+    return tuple(((m.group(1) or m.group(2)), m.group(3).strip()) for m in _RELEASED_CHOICE.finditer(joined))
 
 
 def released_choice_texts(choices: list[str]) -> dict[str, str]:
@@ -336,8 +357,18 @@ def released_verdict(answer: str, choices: list[str], right_letter: str, *, in_e
 def verdicts(answer: str, choices: list[str], right_letter: str, *, later_answers: tuple[str, ...] = (),
              in_evaluation: bool = False) -> dict[str, Verdict]:
     """Both rules' verdicts on one answer: {"strict": …, "released": …}."""
-    return {"strict": strict_verdict(answer, choices, right_letter, later_answers),
-            "released": released_verdict(answer, choices, right_letter, in_evaluation=in_evaluation)}
+    strict, released = _verdicts(answer, tuple(choices), right_letter, tuple(later_answers), in_evaluation)
+    return {"strict": strict, "released": released}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _verdicts(answer: str, choices: tuple[str, ...], right_letter: str, later_answers: tuple[str, ...],
+              in_evaluation: bool) -> tuple[Verdict, Verdict]:
+    # A pure function of its arguments, memoised: the samples of one MCQ mostly give the same few
+    # answers ("(B) blue" eight times), so a stage of a million responses judges each once. Verdicts
+    # are frozen, so sharing them is safe.
+    return (strict_verdict(answer, list(choices), right_letter, later_answers),
+            released_verdict(answer, list(choices), right_letter, in_evaluation=in_evaluation))
 
 
 def verify(answer: str, choices: list[str], right_letter: str, *, rule: str = "strict",
