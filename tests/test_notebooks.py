@@ -264,6 +264,11 @@ def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
     text = json.dumps([c.get("outputs", []) for c in nbformat.read(executed["07"], as_version=4).cells])
     assert "58.47" in text and "61.87" in text
     assert (stage / "difficulty.parquet").exists()
+    # the manifest names each scored model with the identity of its weights (a re-trained model differs)
+    scored = artifacts.read_manifest(stage)["models"]
+    assert set(scored) == {"base", "sft", "dpo"}, scored
+    assert scored["sft"]["identity"] and scored["sft"]["identity"] != scored["dpo"]["identity"]
+    assert scored["base"]["identity"].startswith("recipe:")  # the tiny student, built from its recipe
     for fig in ("07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens"):
         assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig
 
