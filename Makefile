@@ -9,10 +9,10 @@ PROFILE ?= tiny
 RUN ?= $(PROFILE)
 KERNEL := lpt
 
-.PHONY: setup models reproduce figures test test-fast lab clean-run help
+.PHONY: setup models reproduce figures test test-fast bench lab clean-run help
 
 help:
-	@echo "make reproduce | figures | test | test-fast | lab | models   (PROFILE=tiny RUN=tiny)"
+	@echo "make reproduce | figures | test | test-fast | bench | lab | models   (PROFILE=tiny RUN=tiny)"
 
 # Set-up: a venv with the CPU extra. On machines without torch 2.13.0+cpu in pip's find-links, add
 # PyTorch's CPU index: make setup PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
@@ -44,6 +44,11 @@ figures: setup
 test: models
 	bash scripts/ensure_chromium.sh  # Debian's chromium (as root) for the exported-page render test
 	$(BIN)/python -m pytest -q --timeout=1800  # a hang guard per test (the notebook chain runs in the first test that uses it)
+
+# What the repository costs over vLLM and plain file reading, median of 3, into outputs/bench/ and the
+# README's table (about 10 minutes on 2 cores; a missed target is reported, not an error).
+bench: models
+	$(BIN)/python -m lpt_utils.bench --profile $(PROFILE) --readme README.md
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" --timeout=300
