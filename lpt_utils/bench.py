@@ -303,20 +303,33 @@ def bench_generation(profile: str, work: Path, items: int, repeats: int) -> list
     _direct(engine, reqs[:4])  # warm-up: the first batch pays for compiling and caches
     stores = work / "stores"
 
+    def cold() -> None:
+        """Each timed run starts without the other's prefix and multimodal caches (the second of two
+        runs over the same requests would otherwise be served from them)."""
+        for reset in ("reset_prefix_cache", "reset_mm_cache"):
+            if hasattr(engine.llm, reset):
+                getattr(engine.llm, reset)()
+
     def through_repo(i: int) -> float:
         shutil.rmtree(stores, ignore_errors=True)
+        cold()
         with RequestStore(stores / f"repo-{i}.jsonl") as store:
             dt, _ = timed(lambda: run_requests(engine, reqs, store, desc="through the repository"))
         return dt
 
     def direct(i: int) -> float:
+        cold()
         dt, _ = timed(lambda: _direct(engine, reqs))
         return dt
 
     repo_s, direct_s = [], []
-    for i in tqdm(range(repeats), desc="engine: repository vs vLLM", leave=False):  # interleaved
-        repo_s.append(through_repo(i))
-        direct_s.append(direct(i))
+    for i in tqdm(range(repeats), desc="engine: repository vs vLLM", leave=False):  # interleaved, the
+        if i % 2:  # order alternating, so that neither side always runs on a warmer machine
+            direct_s.append(direct(i))
+            repo_s.append(through_repo(i))
+        else:
+            repo_s.append(through_repo(i))
+            direct_s.append(direct(i))
     r, d = statistics.median(repo_s), statistics.median(direct_s)
     engine_result = Result("engine", f"{len(reqs)} requests of notebook 07 ({cfg.backend}, {profile} profile)",
                            r / d, "≤ 1.05×", r / d <= 1.05,
@@ -389,7 +402,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     ap.add_argument("--profile", default="tiny", help="the student model and engine of the generation benches")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--records", type=int, default=1_000_000, help="store records and post-processed responses")
-    ap.add_argument("--items", type=int, default=64, help="benchmark items of the generation benches")
+    ap.add_argument("--items", type=int, default=200, help="benchmark items of the generation benches")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "bench")
     ap.add_argument("--readme", type=Path, default=None, help="write the table into this README's bench markers")
     args = ap.parse_args(argv)
