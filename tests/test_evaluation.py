@@ -601,3 +601,35 @@ def test_scored_models_record_the_weights_identity_not_only_the_path(tmp_path):
     (sft / "model.safetensors").write_bytes(b"weights-2")  # trained again at the same path
     assert ev.scored_models(rows)["sft"]["identity"] != first["identity"]
     assert "dpo" not in ev.scored_models(rows)  # not trained: not scored
+
+
+def test_paired_differences_pair_by_item_and_say_when_a_gain_is_beyond_noise():
+    import math
+    import statistics
+
+    rows = []
+    # 40 items: the base model is right on the first 10, the SFT model on the first 30 (+50 points, every
+    # change an improvement); the DPO model differs from base on 2 items only, one each way (0 points)
+    for i in range(40):
+        for model, right in (("base", i < 10), ("sft", i < 30), ("dpo", i < 10 and i != 0 or i == 39)):
+            rows.append({"model": model, "prompt": "think", "benchmark": "b", "item_id": f"q{i}",
+                         "correct": right, "correct_released": right})
+    rows.append({"model": "sft", "prompt": "think", "benchmark": "b", "item_id": "only-sft", "correct": True,
+                 "correct_released": True})  # an item the baseline did not answer: not paired, left out
+    table = ev.paired_differences(pd.DataFrame(rows))
+    assert set(table.rule) == {"released", "strict"} and set(table.model) == {"sft", "dpo"}
+    sft = table[(table.model == "sft") & (table.rule == "strict")].iloc[0]
+    assert sft["items"] == 40 and sft["difference"] == pytest.approx(50.0)
+    d = [100.0] * 20 + [0.0] * 20
+    se = statistics.stdev(d) / math.sqrt(40)
+    assert sft["se"] == pytest.approx(se) and sft["ci_low"] == pytest.approx(50 - 1.96 * se)
+    assert sft["beyond_2se"]
+    dpo = table[(table.model == "dpo") & (table.rule == "strict")].iloc[0]
+    assert dpo["difference"] == pytest.approx(0.0) and not dpo["beyond_2se"] and dpo["ci_low"] < 0 < dpo["ci_high"]
+    assert ev.paired_differences(pd.DataFrame(rows), baseline=("base", "direct")).empty
+    from lpt_utils.viz import eval_plots
+
+    fig = eval_plots.paired_differences(table)
+    assert [ax.get_title() for ax in fig.axes] == ["b (n = 40)"]
+    assert len(fig.axes[0].get_yticklabels()) == 4  # sft and dpo under both rules
+    assert eval_plots.paired_differences(table.iloc[0:0]) is None

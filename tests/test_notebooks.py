@@ -269,7 +269,11 @@ def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
     assert set(scored) == {"base", "sft", "dpo"}, scored
     assert scored["sft"]["identity"] and scored["sft"]["identity"] != scored["dpo"]["identity"]
     assert scored["base"]["identity"].startswith("recipe:")  # the tiny student, built from its recipe
-    for fig in ("07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens"):
+    # every trained row against base/think, paired by item, under both rules
+    paired = artifacts.read_manifest(stage)["paired_differences"]
+    assert {(p["model"], p["rule"]) for p in paired} >= {(m, r) for m in ("sft", "dpo") for r in ("released", "strict")}
+    assert all(p["ci_low"] <= p["difference"] <= p["ci_high"] and p["baseline"] == "base/think" for p in paired)
+    for fig in ("07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens", "07_paired_differences"):
         assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig
 
 

@@ -650,6 +650,42 @@ def length_vs_accuracy(df: pd.DataFrame, rule: str = "released") -> pd.DataFrame
     return lengths.merge(scores, on=["model", "prompt", "benchmark"])
 
 
+PAIRED_COLUMNS = ["rule", "benchmark", "model", "prompt", "baseline", "items", "score", "baseline_score",
+                  "difference", "se", "ci_low", "ci_high", "beyond_2se"]
+
+
+def paired_differences(df: pd.DataFrame, baseline: tuple[str, str] = ("base", "think"), rules=RULES,
+                       z: float = 1.96) -> pd.DataFrame:
+    """Every (model, prompt) row against `baseline` (a (model, prompt) pair), per rule and benchmark, on
+    the items both answered: the difference in item accuracy (percentage points) with its paired
+    standard error (the standard deviation of the per-item differences over the square root of their
+    number) and a `z` interval (1.96: 95%); `beyond_2se` when the difference exceeds twice its standard
+    error. Item means, not the benchmark's category-mean score: the pairing is by item."""
+    rows = []
+    for rule in _check_rules(rules):
+        column = "correct_released" if rule == "released" else "correct"
+        table = df.pivot_table(index=["benchmark", "item_id"], columns=["model", "prompt"], values=column,
+                               aggfunc="first")
+        if baseline not in table.columns:
+            continue
+        for (model, prompt) in table.columns:
+            if (model, prompt) == baseline:
+                continue
+            both = table[[baseline, (model, prompt)]].dropna()
+            for bench, g in both.groupby(level="benchmark", sort=False):
+                ours, base = g[(model, prompt)].astype(float), g[baseline].astype(float)
+                d = 100.0 * (ours - base)
+                n = len(d)
+                se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+                diff = float(d.mean())
+                rows.append({"rule": rule, "benchmark": bench, "model": model, "prompt": prompt,
+                             "baseline": "/".join(baseline), "items": n, "score": 100.0 * ours.mean(),
+                             "baseline_score": 100.0 * base.mean(), "difference": diff, "se": se,
+                             "ci_low": diff - z * se, "ci_high": diff + z * se,
+                             "beyond_2se": bool(n > 1 and abs(diff) > 2 * se)})
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
 def with_difficulty(df: pd.DataFrame, diff: pd.DataFrame) -> pd.DataFrame:
     """Predictions of the benchmarks that have a difficulty, each with its item's half (easy/hard)."""
     return df.merge(diff[["benchmark", "item_id", "half", "accuracy"]].rename(

@@ -107,3 +107,27 @@ def easy_hard_hist(df: pd.DataFrame, title: str = "Output tokens on easy vs hard
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def paired_differences(table: pd.DataFrame, title: str = "Differences from the base model, paired by item"):
+    """Each row's difference from the baseline (percentage points) with its 95% interval, one panel per
+    benchmark; a filled marker where the difference exceeds twice its standard error."""
+    if table.empty:
+        return None
+    benches = list(dict.fromkeys(table["benchmark"]))
+    fig, axes = plt.subplots(1, len(benches), figsize=(max(7.0, 4.2 * len(benches)), 0.9 + 0.5 * table.groupby(
+        "benchmark").size().max()), squeeze=False)
+    for ax, bench in zip(axes[0], benches):
+        g = table[table.benchmark == bench].reset_index(drop=True)
+        y = np.arange(len(g))[::-1]
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.errorbar(g["difference"], y, xerr=[g["difference"] - g["ci_low"], g["ci_high"] - g["difference"]],
+                    fmt="none", ecolor="tab:blue", capsize=3)
+        for yi, (_, r) in zip(y, g.iterrows()):
+            ax.plot(r["difference"], yi, "o", color="tab:blue", mfc="tab:blue" if r["beyond_2se"] else "white")
+        ax.set_yticks(y, [f"{r.model}/{r.prompt} ({r.rule})" for r in g.itertuples()])
+        ax.set_title(f"{bench} (n = {int(g['items'].max())})")
+        ax.set_xlabel(f"accuracy − {g['baseline'].iloc[0]} (points)")
+    fig.suptitle(title + "\n(bars: 95% interval; filled: beyond 2 SE)", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -243,7 +243,8 @@ def eval_figures(df: pd.DataFrame, difficulty: pd.DataFrame | None, figures_dir:
     for name, fig in (("07_results", eval_plots.results_bars(released, title, strict=strict)),
                       ("07_length_vs_accuracy",
                        eval_plots.length_vs_accuracy(evaluation.length_vs_accuracy(df, "released"),
-                                                     "Response length vs accuracy (released rule)"))):
+                                                     "Response length vs accuracy (released rule)")),
+                      ("07_paired_differences", eval_plots.paired_differences(evaluation.paired_differences(df)))):
         if fig is not None:
             out.append(plots.save(fig, figures_dir, name))
     if difficulty is not None and not difficulty.empty:
