@@ -198,6 +198,11 @@ class Run:
         """The plugin that reads `data.source`, when the profile names one (None: a built-in source)."""
         return plugins.named(self.settings, "caption_sources", self.settings["data"]["source"])
 
+    def mcq_grader(self):
+        """The plugin that grades MCQs against the ground truth of `data.source` (a synthetic source knows
+        its scenes), when the profile names one; None otherwise (real captions have no such truth)."""
+        return plugins.named(self.settings, "mcq_graders", self.settings["data"]["source"])
+
     def benchmark_builder(self, name: str):
         """The plugin that writes benchmark `name`'s files before it is read, if the profile names one."""
         return plugins.named(self.settings, "benchmark_builders", name)

@@ -8,6 +8,7 @@ its models, its scenes, its held-out benchmark); your own code plugs in the same
       model_resolver: my_pkg.models:resolve            # (model id, models_dir) -> what a backend loads
       caption_sources: {my_scans: my_pkg.data:load}    # data.source -> (data settings, work_dir) -> (records, report)
       benchmark_builders: {my_bench: my_pkg.bench:build}  # eval.run name -> (spec, folder): writes its files
+      mcq_graders: {my_scans: my_pkg.truth:grade}      # data.source -> (sources folder, MCQ rows) -> a verdict each
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-KINDS = ("model_resolver", "caption_sources", "benchmark_builders")
+KINDS = ("model_resolver", "caption_sources", "benchmark_builders", "mcq_graders")
 
 
 def load(ref: str, where: str) -> Any:

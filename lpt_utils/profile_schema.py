@@ -54,6 +54,7 @@ class Plugins(Section):
     model_resolver: Optional[str] = None
     caption_sources: dict[str, str] = Field(default_factory=dict)
     benchmark_builders: dict[str, str] = Field(default_factory=dict)
+    mcq_graders: dict[str, str] = Field(default_factory=dict)
 
 
 class RaySettings(Section):

@@ -66,6 +66,10 @@ def test_01_writes_mcqs(tiny_run):
     assert manifest["funnel"][-1]["out"] == len(valid)
     assert manifest["settings_hash"] == run.stage("mcq").hash
     assert (run.figures_dir / "01_question_types.png").stat().st_size > 1000
+    # the synthetic source grades its MCQs against the scenes: every valid MCQ counted, per type and in all
+    agreement = {row["question_type"]: row for row in manifest["ground_truth_agreement"]}
+    assert agreement["all"]["mcqs"] == len(valid) and 0 < agreement["all"]["graded"] <= len(valid)
+    assert sum(r["mcqs"] for k, r in agreement.items() if k != "all") == len(valid)
     # loadable with datasets, as the artifact promises
     assert artifacts.load_stage(stage, as_pandas=False).num_rows == len(df)
     # the executed copy kept its outputs

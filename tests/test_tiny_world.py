@@ -377,3 +377,30 @@ def test_both_models_share_one_tokenizer(tmp_path):
     a = models.ensure_tokenizer(tmp_path, replace(models.RECIPES["lm"], tokenizer_scenes=40))
     b = models.ensure_tokenizer(tmp_path, replace(models.RECIPES["vlm"], tokenizer_scenes=40))
     assert a == b
+
+
+def test_the_synthetic_source_grades_mcqs_against_its_scenes(tmp_path):
+    from lpt_utils.tiny_world.plugin import grade_mcqs
+
+    folder = make_scene_set(tmp_path / "scenes_train", n=6, split="train", seed=3)
+    rows = []
+    for row, scene in load_scene_set(folder):
+        for q in scene_mcqs(scene, random.Random(0)):
+            right = q["answer"]
+            wrong = next(c for c in q["choices"] if c != right)
+            rows += [{"image_id": row["example_id"], "question": q["question"], "answer": right, "expect": True,
+                      "question_type": q["kind"]},
+                     {"image_id": row["example_id"], "question": q["question"], "answer": wrong, "expect": False,
+                      "question_type": q["kind"]}]
+    rows.append({"image_id": "not-a-scene", "question": rows[0]["question"], "answer": "red", "expect": None,
+                 "question_type": "x"})
+    rows.append({"image_id": rows[0]["image_id"], "question": "Why is the sky blue?", "answer": "red", "expect": None,
+                 "question_type": "x"})
+    verdicts = grade_mcqs(tmp_path, rows)
+    assert verdicts == [r["expect"] for r in rows]
+    table = {r["question_type"]: r for r in mcq.ground_truth_agreement(rows, verdicts)}
+    assert table["all"]["mcqs"] == len(rows) and table["all"]["graded"] == len(rows) - 2
+    assert table["all"]["share"] == pytest.approx(0.5, abs=0.01)
+    assert table["x"]["graded"] == 0 and table["x"]["share"] is None
+    with pytest.raises(ValueError, match="verdicts for"):
+        mcq.ground_truth_agreement(rows, verdicts[:-1])

@@ -317,3 +317,21 @@ def build_mcqs(records, writer_results, reformat_results, *, seed: int,
     funnel.add("valid MCQs (4 options, answer matches exactly one)", len(mcqs),
                sum(m.is_valid for m in mcqs), reasons)
     return mcqs, funnel
+
+
+def ground_truth_agreement(mcqs: list[dict[str, Any]], verdicts: list[bool | None]) -> list[dict[str, Any]]:
+    """How many MCQs' right answers are true of their image, per question type and over all: rows of
+    (question_type, mcqs, graded, agree, share), from a source's grader (`Run.mcq_grader`: True, False,
+    or None for an MCQ it cannot grade). Only a source with ground truth (a synthetic one) has a grader."""
+    if len(mcqs) != len(verdicts):
+        raise ValueError(f"{len(verdicts)} verdicts for {len(mcqs)} MCQs")
+    tally: dict[str, list[int]] = {}
+    for m, v in zip(mcqs, verdicts):
+        for key in (m.get("question_type") or "(none)", "all"):
+            t = tally.setdefault(key, [0, 0, 0])
+            t[0] += 1
+            t[1] += v is not None
+            t[2] += v is True
+    order = sorted(k for k in tally if k != "all") + (["all"] if tally else [])
+    return [{"question_type": k, "mcqs": tally[k][0], "graded": tally[k][1], "agree": tally[k][2],
+             "share": round(tally[k][2] / tally[k][1], 3) if tally[k][1] else None} for k in order]

@@ -5,6 +5,8 @@ pipeline itself never imports the tiny world; `lpt_utils/plugins.py`):
   (`models.ensure_model`); any other id unchanged.
 - `scene_captions`: the `synthetic` caption source: `data.num_images` scenes of the training split
   (seed `data.source_options.seed`), written in DOCCI's layout and read by the DOCCI reader.
+- `grade_mcqs`: whether each MCQ's right answer is true of its scene (the ground truth that real
+  captions lack), for notebook 01's agreement table.
 - `build_benchmark`: the held-out benchmark (`eval.benchmarks.synthetic`: `n_scenes`, `seed`), V*-shaped,
   written before notebook 07 reads it with the `synthetic` task.
 """
@@ -16,8 +18,8 @@ from typing import Any
 
 from lpt_utils.pipeline.captions import load_docci
 from lpt_utils.tiny_world.models import ensure_model
-from lpt_utils.tiny_world.questions import make_benchmark
-from lpt_utils.tiny_world.scenes import make_scene_set
+from lpt_utils.tiny_world.questions import grade_mcq, make_benchmark
+from lpt_utils.tiny_world.scenes import load_scene_set, make_scene_set
 
 PREFIX = "tiny:"
 
@@ -43,3 +45,15 @@ def build_benchmark(spec: dict[str, Any], folder: Path) -> Path:
         raise ValueError("eval.benchmarks.synthetic.n_scenes: how many held-out scenes to draw")
     return make_benchmark(folder, n_scenes=int(spec["n_scenes"]), seed=int(spec.get("seed") or 0),
                           image_size=int(spec.get("image_size") or 224))
+
+
+def grade_mcqs(sources_dir: Path, mcqs: list[dict[str, Any]]) -> list[bool | None]:
+    """For each MCQ (a row of stage 1: `image_id`, `question`, `answer`), whether its answer is true of
+    its scene: True, False (wrong, or about something the scene lacks), or None (a question in none of
+    the world's templates, or an image that is not one of the drawn scenes: not gradable)."""
+    scenes = {row["example_id"]: scene for row, scene in load_scene_set(Path(sources_dir) / "scenes_train")}
+    out: list[bool | None] = []
+    for m in mcqs:
+        scene = scenes.get(m["image_id"])
+        out.append(None if scene is None else grade_mcq(scene, m["question"], m["answer"]))
+    return out
