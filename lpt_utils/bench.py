@@ -171,7 +171,7 @@ def postprocess(mcqs: list[dict[str, Any]], results: list[GenerationResult]) -> 
 def read_all(path: Path) -> list[GenerationResult]:
     """Only reading: open the store and read back every result in it."""
     with RequestStore(path) as store:
-        return store.get_many(store.keys()) if hasattr(store, "get_many") else [store.get(k) for k in store.keys()]
+        return store.get_many(store.keys())
 
 
 def bench_postprocess(work: Path, responses: int, repeats: int) -> Result:
