@@ -202,6 +202,7 @@ class TrainingLpt(Section):
     """This project's training settings (`sft.lpt`, `dpo.lpt`); the rest of `sft:` / `dpo:` is TRL's."""
 
     data: Optional[str] = None
+    control: Optional[Literal["sft_long", "sft_simple", "sft_published"]] = None
     families: Optional[list[str]] = None
     learning_rates: list[float] = Field(min_length=1)
     max_epochs: int = Field(ge=1)

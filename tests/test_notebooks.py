@@ -245,6 +245,10 @@ def test_05_and_06_train_save_and_plot(tiny_run):
     assert len(set(artifacts.load_stage(run.stage_dir("sft")).learning_rate)) == len(run.settings["sft"]["lpt"]["learning_rates"])
     assert sft["counts"]["with_masked_prefix"] == sft["counts"]["by_source"]["X→O"] > 0
     assert artifacts.read_manifest(run.stage_dir("dpo"))["reference_model"] == str(run.stage_dir("sft") / "model")
+    # the simple-CoT control: trained on sft_simple at the kept learning rate, into 05_sft/control/
+    control = sft["control"]
+    assert control["data"] == "sft_simple" and control["learning_rate"] == sft["counts"]["kept_learning_rate"]
+    assert (run.stage_dir("sft") / "control" / "model" / "model.safetensors").exists() and control["examples"] > 0
     for fig in ("05_loss", "05_validation", "06_loss", "06_reward_margins", "06_validation"):
         assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig
 
@@ -256,7 +260,7 @@ def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
     for col in ("model", "prompt", "benchmark", "item_id", "raw_output", "extracted", "answered", "correct"):
         assert col in df.columns, col
     rows = set(zip(df.model, df.prompt))
-    assert rows == {("base", "direct"), ("base", "think"), ("sft", "think"), ("dpo", "think")}
+    assert rows == {("base", "direct"), ("base", "think"), ("sft", "think"), ("dpo", "think"), ("sft_simple", "think")}
     n_items = df[(df.model == "base") & (df.prompt == "direct")].item_id.nunique()
     assert n_items > 50 and all(len(g) == n_items for _, g in df.groupby(["model", "prompt"]))
     # the tiny student sometimes answers the direct prompt without answer tags: the fallbacks run
@@ -270,12 +274,13 @@ def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
     assert (stage / "difficulty.parquet").exists()
     # the manifest names each scored model with the identity of its weights (a re-trained model differs)
     scored = artifacts.read_manifest(stage)["models"]
-    assert set(scored) == {"base", "sft", "dpo"}, scored
+    assert set(scored) == {"base", "sft", "dpo", "sft_simple"}, scored
     assert scored["sft"]["identity"] and scored["sft"]["identity"] != scored["dpo"]["identity"]
     assert scored["base"]["identity"].startswith("recipe:")  # the tiny student, built from its recipe
     # every trained row against base/think, paired by item, under both rules
     paired = artifacts.read_manifest(stage)["paired_differences"]
-    assert {(p["model"], p["rule"]) for p in paired} >= {(m, r) for m in ("sft", "dpo") for r in ("released", "strict")}
+    assert {(p["model"], p["rule"]) for p in paired} >= {(m, r) for m in ("sft", "dpo", "sft_simple")
+                                                          for r in ("released", "strict")}
     assert all(p["ci_low"] <= p["difference"] <= p["ci_high"] and p["baseline"] == "base/think" for p in paired)
     for fig in ("07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens", "07_paired_differences"):
         assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig

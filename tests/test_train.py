@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lpt_utils import config
+from lpt_utils import config, profile_schema
 from lpt_utils.pipeline import mcq
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.scenes import load_scene_set, make_scene_set
@@ -420,6 +420,27 @@ def test_a_stopped_sweep_resumes_and_a_finished_one_is_not_retrained(tmp_path, m
         ts.run_sweep("sft", {**profile, "sft": {**s, "warmup_step": 1}}, model="base", train_file=train_file,
                      data_dir=data_dir, stage_dir=tmp_path / "05_sft", num_processes=1)
     assert len(trained) == n_trained
+
+
+def test_the_control_trains_another_set_at_the_kept_rate_into_its_own_folder(tmp_path):
+    """`sft.lpt.control` (notebook 05's simple-CoT contrast): the same section on another stage-4 set,
+    one learning rate (the kept one), its own folder; the main set-up is left as it was; null: none."""
+    profile = config.load_profile("tiny")
+    section = tj.StageSettings.from_section("sft", profile["sft"])
+    setup = ts.TrainingSetup("sft", profile, section, ts.SweepPlan.from_section(section), data_dir=tmp_path,
+                             stage_dir=tmp_path / "05_sft", model="student", ref_model=None, num_processes=1,
+                             accumulation=4)
+    control = setup.control(1e-4)
+    assert control.section.lpt["data"] == "sft_simple" and control.plan.learning_rates == (1e-4,)
+    assert control.stage_dir == tmp_path / "05_sft" / "control" and control.validation_store.parent.parent == control.stage_dir
+    assert control.plan.max_epochs == setup.plan.max_epochs and control.section.trl == setup.section.trl
+    assert setup.section.lpt["data"] == "sft_long" and setup.plan.learning_rates == (1e-3, 1e-4)
+    assert control.control(1e-4) is None  # a control has no control of its own
+    off = copy.deepcopy(profile)
+    off["sft"]["lpt"]["control"] = None
+    assert dataclasses.replace(setup, section=tj.StageSettings.from_section("sft", off["sft"])).control(1e-4) is None
+    with pytest.raises(Exception, match="sft.lpt.control"):
+        profile_schema.check(config.apply_overrides(profile, {"sft.lpt.control": "sft_lon"}))
 
 
 def test_a_job_runs_under_accelerate_launch_on_one_cpu_process(tiny_vlm_dir, sft_file, tmp_path):

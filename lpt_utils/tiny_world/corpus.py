@@ -110,46 +110,32 @@ _RELATION_ANSWER = {"to the left of": "to the left", "to the right of": "to the 
 
 
 def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
-    """Ground-truth MCQs whose subjects follow the description's order, so a tiny writer can copy.
+    """Ground-truth MCQs each copied from one sentence of the description, so a tiny writer can be right.
 
-    The colour question is about the first object the description names, the shape question about
-    the second (wrapping round), the occupant question about the third object's corner (or an
-    empty corner, a third of the time), the position question about the first object with a unique
-    name, and the relation question restates the description's first relation sentence; the count
-    question is `scene_mcqs`'s (balanced answers). Same templates, answer sets and options as
-    `scene_mcqs`, in the same kind order.
+    Every question names a corner or an object exactly as a sentence of the description does, and its
+    answer stands in that same sentence: the colour, the shape and the occupant of the first, second
+    and third object the description names (wrapping round), each asked by its corner; the total
+    count, which the opening sentence states; the corner of the first object with a unique name; and
+    the description's first relation sentence, restated. Same templates, answer sets and options as
+    `scene_mcqs`, in the same kind order; options in `canonical_order`.
     """
     text = describe(scene)
     objs = sorted(scene.objects, key=lambda o: text.find(f"{o.cell} corner"))
     n = len(objs)
     items = []
     o = objs[0]
-    if sum(p.shape == o.shape for p in objs) == 1:
-        q = f"What colour is the {o.shape}?"
-    else:
-        q = f"What colour is the shape in the {o.cell} corner?"
-    items.append(_q._item("colour", q, o.colour, rng.sample([c for c in COLOURS if c != o.colour], 3), rng,
-                          target=o.cell))
+    items.append(_q._item("colour", f"What colour is the shape in the {o.cell} corner?", o.colour,
+                          rng.sample([c for c in COLOURS if c != o.colour], 3), rng, target=o.cell))
     o = objs[1 % n]
-    if sum(p.colour == o.colour for p in objs) == 1:
-        q = f"What shape is the {o.colour} object?"
-    else:
-        q = f"What shape is in the {o.cell} corner?"
-    items.append(_q._item("shape", q, o.shape, [s for s in SHAPES if s != o.shape], rng, target=o.cell))
-    empty = [cell for cell in CELL_NAMES.values() if all(p.cell != cell for p in objs)]
-    if empty and rng.random() < 1 / 3:
-        cell = empty[0]
-        pool = {_q._thing(p.colour, p.shape) for p in objs}
-        while len(pool) < 3:
-            pool.add(_q._thing(rng.choice(list(COLOURS)), rng.choice(SHAPES)))
-        answer, distractors = "nothing", rng.sample(sorted(pool), 3)
-    else:
-        o = objs[2 % n]
-        cell, answer = o.cell, _q._thing(o.colour, o.shape)
-        distractors = [_q._thing(rng.choice([k for k in COLOURS if k != o.colour]), o.shape),
-                       _q._thing(o.colour, rng.choice([s for s in SHAPES if s != o.shape])), "nothing"]
-    items.append(_q._item("occupant", f"What is in the {cell} corner?", answer, distractors, rng, target=cell))
-    items.append(_q._count_q(scene, rng))
+    items.append(_q._item("shape", f"What shape is in the {o.cell} corner?", o.shape,
+                          [s for s in SHAPES if s != o.shape], rng, target=o.cell))
+    o = objs[2 % n]
+    distractors = [_q._thing(rng.choice([k for k in COLOURS if k != o.colour]), o.shape),
+                   _q._thing(o.colour, rng.choice([s for s in SHAPES if s != o.shape])), "nothing"]
+    items.append(_q._item("occupant", f"What is in the {o.cell} corner?", _q._thing(o.colour, o.shape),
+                          distractors, rng, target=o.cell))
+    items.append(_q._item("count", "How many shapes are there in total?", NUMBER_WORDS[n],
+                          rng.sample([w for i, w in enumerate(NUMBER_WORDS) if i != n], 3), rng))
     named = [p for p in objs if _q.is_unique_name(scene, p)]
     if named:
         o = named[0]
@@ -180,26 +166,29 @@ def reformat_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, A
 
 
 def inventory(scene: Scene) -> str:
-    """Every object as "a red circle", in palette then shape order: "a red circle and a blue star"."""
-    objs = sorted(scene.objects, key=lambda o: (list(COLOURS).index(o.colour), SHAPES.index(o.shape)))
-    names = [f"{'an' if o.colour[0] in 'aeiou' else 'a'} {o.colour} {o.shape}" for o in objs]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    """What each corner holds, in a fixed reading order: "top left: a red circle; top right: nothing; ..."."""
+    parts = []
+    for (r, c), cell in CELL_NAMES.items():
+        o = scene.object_at(r, c)
+        parts.append(f"{cell}: {_q._thing(o.colour, o.shape) if o else 'nothing'}")
+    return "; ".join(parts)
 
 
 def thought(item: dict[str, Any], scene: Scene) -> str:
-    """A short first-person thought: what is in the picture, what answers the question, the value.
+    """A short first-person thought: what each corner holds, what answers the question, the value.
 
-    It opens with an inventory of the picture (colour and shape of every object, in a fixed order),
-    so every word of it depends on the image: dense supervision for a tiny student's grounding, and
-    the answer to colour and shape questions can then be read back from the student's own words.
+    It opens with a scan of the four corners in a fixed order (top left, top right, bottom left,
+    bottom right), so each phrase depends on one region of the picture: a tiny student learns to read
+    a corner from the image tokens under it, and the answer is then read back from its own words
+    (the corner the question points to, the count, the relation).
     """
-    kind, ans = item["kind"], item["answer"]
+    kind, ans, target = item["kind"], item["answer"], item.get("target")
     if kind == "colour":
-        second = f"The one asked about is {ans}."
+        second = f"The one in the {target} corner is {ans}."
     elif kind == "shape":
-        second = f"The one asked about is a {ans}."
+        second = f"The one in the {target} corner is a {ans}."
     elif kind == "occupant":
-        second = f"In that corner I see {ans}."
+        second = f"In the {target} corner I see {ans}."
     elif kind == "count":
         second = f"I count {ans}."
     elif kind == "position":

@@ -72,7 +72,9 @@ LPT_KEYS = {
     "num_machines": "nodes (launcher slurm); 1 otherwise",
 }
 STAGE_LPT_KEYS = {
-    "sft": {"data": f"which stage-4 SFT set trains: one of {', '.join(SFT_FILES)}"},
+    "sft": {"data": f"which stage-4 SFT set trains: one of {', '.join(SFT_FILES)}",
+            "control": "a second stage-4 SFT set trained the same way at the kept learning rate, into "
+                       "<stage>/control/ (sft_simple: the paper's simple-CoT contrast); null: none"},
     "dpo": {"families": f"which DPO pair families train: a non-empty subset of {list(DPO_FAMILIES)}"},
 }
 

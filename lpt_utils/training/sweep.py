@@ -18,6 +18,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from lpt_utils.training import launch
-from lpt_utils.training.data import DPO_FILE, load_val_mcqs
+from lpt_utils.training.data import DPO_FILE, SFT_FILES, load_val_mcqs
 from lpt_utils.training.job import StageSettings, TrainJob, cuda_available, make_job
 from lpt_utils.training.validation import ValidationResult, validator
 
@@ -373,6 +374,22 @@ class TrainingSetup:
                          data_dir=self.data_dir, stage_dir=self.stage_dir, resolve=self.resolve,
                          num_processes=self.num_processes, score_start=score_start)
 
+    def control(self, learning_rate: float) -> TrainingSetup | None:
+        """The control run of `sft.lpt.control` (None when the profile names none): the same model,
+        recipe and validation on another stage-4 set (the paper's simple-CoT contrast: `sft_simple`),
+        at one learning rate (the main sweep's kept one), into `<stage>/control/`."""
+        which = self.section.lpt.get("control")
+        if self.stage != "sft" or not which:
+            return None
+        if which not in SFT_FILES:
+            raise ValueError(f"sft.lpt.control must be one of {SFT_FILES} or null, got {which!r}")
+        lpt = {**self.settings[self.stage]["lpt"], "data": which, "control": None,
+               "learning_rates": [float(learning_rate)]}
+        settings = {**self.settings, self.stage: {**self.settings[self.stage], "lpt": lpt}}
+        section = StageSettings.from_section(self.stage, settings[self.stage])
+        return dataclasses.replace(self, settings=settings, section=section, plan=SweepPlan.from_section(section),
+                                   stage_dir=self.stage_dir / "control")
+
     def __str__(self) -> str:
         from lpt_utils.config import show
 
@@ -384,6 +401,41 @@ class TrainingSetup:
                      f"{self.num_processes} process(es) = {self.effective_batch_size}"
                      + (" pairs" if self.stage == "dpo" else ""))
         return "\n".join(lines) + "\n" + show(self.settings, (self.stage,))
+
+
+@dataclass
+class ControlOutcome:
+    """The control run of notebook 05 (`sft.lpt.control`): its set, its examples' counts, its sweep."""
+
+    data: str  # the stage-4 set it trained on
+    counts: dict[str, Any]  # the rendered examples' counts
+    outcome: SweepOutcome
+
+    def summary(self) -> dict[str, Any]:
+        b = self.outcome.best
+        return {"data": self.data, **self.counts, "learning_rate": b.learning_rate, "kept_epoch": b.epoch,
+                "kept_val_accuracy": b.val_accuracy, "model_dir": str(self.outcome.model_dir)}
+
+
+def run_control(setup: TrainingSetup, learning_rate: float, processor) -> ControlOutcome | None:
+    """Train `sft.lpt.control`'s set as `setup` trained its own, at `learning_rate`, into
+    `<stage>/control/` (resumable like the main sweep); None when the profile names no control or
+    stage 4 wrote no row of that set (said, not raised: the main model stands without it)."""
+    from lpt_utils.training.data import load_sft_rows, sft_examples
+
+    control = setup.control(learning_rate)
+    if control is None:
+        print("no control run (sft.lpt.control is null)")
+        return None
+    which = control.section.lpt["data"]
+    rows, _ = load_sft_rows(control.data_dir, which)
+    if rows.empty:
+        print(f"no control run: stage 4 wrote no trainable row of {which}")
+        return None
+    rendered = sft_examples(rows, processor, **control.render_options)
+    print(f"control: {which}, {rendered.counts}")
+    outcome = control.run_sweep(control.write_examples(rendered.examples, "train_examples.parquet"))
+    return ControlOutcome(which, dict(rendered.counts), outcome)
 
 
 class NothingToTrain(RuntimeError):
