@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from dataclasses import replace
 
@@ -193,6 +194,28 @@ def test_aligned_writer_targets_are_right_and_follow_the_description():
             assert mcq.validity(it) == "" and grade_mcq(scene, it.question, it.answer) is True, (target, it)
         first = min(scene.objects, key=lambda o: describe(scene).find(f"{o.cell} corner"))
         assert items[0].answer == first.colour  # the colour question is about the first object named
+        # copyable: one sentence of the description holds what the question names and its answer
+        sentences = re.split(r"(?<=\.) ", describe(scene))
+        for it in items:
+            named = re.search(r"the (?:shape in the )?(.+?)(?: corner)?(?: relative to the (.+))?\?$", it.question)
+            words = [w for w in (named.group(1), named.group(2)) if w] if named else []
+            answer = {"to the left": "to the left of", "to the right": "to the right of"}.get(it.answer, it.answer)
+            answer = re.sub(r"^(a|an) ", "", answer)
+            if it.question == "How many shapes are there in total?":
+                words = ["flat"]
+            assert any(all(w in t for w in words) and answer in t for t in sentences), (it.question, it.answer)
+
+
+def test_student_thoughts_scan_the_corners_and_every_prompt_gets_its_answer_form():
+    scene = Scene.from_dict({**sample_scene(1).to_dict(), "objects": [
+        {"shape": "star", "colour": "orange", "size": "small", "row": 1, "col": 0, "dx": 0.0, "dy": 0.0}]})
+    item = next(it for it in scene_mcqs(scene, random.Random(0)) if it["kind"] == "colour")
+    assert corpus.thought(item, scene) == (
+        "I see top left: nothing; top right: nothing; bottom left: an orange star; bottom right: nothing. "
+        "The one in the bottom left corner is orange. So the answer is orange.")
+    for (row, messages, completion) in corpus.think_examples(scene):
+        assert "first thinks" in messages[0]["content"] and completion.endswith(
+            f"</think> <answer> ({row['answer_letter']}) </answer>")
 
 
 def test_benchmark_file_is_vstar_shaped(tmp_path):
@@ -404,3 +427,25 @@ def test_the_synthetic_source_grades_mcqs_against_its_scenes(tmp_path):
     assert table["x"]["graded"] == 0 and table["x"]["share"] is None
     with pytest.raises(ValueError, match="verdicts for"):
         mcq.ground_truth_agreement(rows, verdicts[:-1])
+
+
+def test_each_corner_has_its_own_shade_and_the_probe_masks_only_objects():
+    """A token tells its corner from its own pixels (tiles shaded in reading order), and the vision
+    probe's targets mark the object's pixels, not the darker tiles."""
+    import numpy as np
+
+    from lpt_utils.tiny_world.models import probe_targets
+
+    blank = Scene(id="b", seed=0, objects=(), background="white")
+    img = np.asarray(render(blank), dtype=float)
+    tiles = [img[r * 112:(r + 1) * 112, c * 112:(c + 1) * 112].mean() for r in (0, 1) for c in (0, 1)]
+    assert tiles == sorted(tiles, reverse=True) and len(set(tiles)) == 4
+    t = probe_targets(blank)
+    assert not t["token_colour"].any() and not t["token_shape"].any()
+    assert sorted(Counter(t["token_cell"].tolist()).items()) == [(k, 16) for k in range(4)]
+    one = Scene.from_dict({**blank.to_dict(), "objects": [
+        {"shape": "square", "colour": "red", "size": "large", "row": 1, "col": 1, "dx": 0.0, "dy": 0.0}]})
+    t = probe_targets(one)
+    covered = t["token_colour"].reshape(8, 8)
+    assert covered[:4].sum() == 0 and covered[:, :4].sum() == 0  # nothing outside the bottom right corner
+    assert (covered[5:7, 5:7] == 1).all()  # red is colour 1: the square's middle, on the darkest tile

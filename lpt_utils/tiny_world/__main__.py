@@ -3,7 +3,8 @@
 build: make sure both models (and their tokenizer) exist for the current recipes; with more than one
 model to build, the shared tokenizer is built first, then each model in its own subprocess (one
 thread each, in parallel; `--serial` builds them one after the other here); check: vLLM smoke
-checks (parse rate, accuracy per question kind, writer validity); prune: delete model folders left by
+checks (parse rate, accuracy per question kind, writer validity and agreement), also written to
+each model's folder as `check.json` beside the build's `warmup_log.json`; prune: delete model folders left by
 older recipes."""
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
             path = ensure_model(name, models_dir)
             print(f"{name}: {path} ({time.time() - t0:.0f} s)")
         return 0
-    report = {name: check_in_subprocess(name, ensure_model(name, models_dir), args.scenes) for name in names}
+    report = {}
+    for name in names:
+        folder = ensure_model(name, models_dir)
+        t0 = time.time()
+        report[name] = check_in_subprocess(name, folder, args.scenes)
+        report[name]["check_seconds"] = round(time.time() - t0, 1)
+        # beside the build's own record (warmup_log.json: build_seconds, losses), what the model does
+        (folder / "check.json").write_text(json.dumps({"scenes": args.scenes, **report[name]}, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0
 

@@ -109,7 +109,7 @@ _RELATION_ANSWER = {"to the left of": "to the left", "to the right of": "to the 
                     "directly above": "above", "directly below": "below"}
 
 
-def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
+def aligned_items(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
     """Ground-truth MCQs each copied from one sentence of the description, so a tiny writer can be right.
 
     Every question names a corner or an object exactly as a sentence of the description does, and its
@@ -144,10 +144,24 @@ def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
     m = _RELATION_SENTENCE.search(text)
     if m:
         rel = _RELATION_ANSWER[m.group(2)]
+        a = next(p for p in objs if p.name == m.group(1))
+        b = next(p for p in objs if p.name == m.group(3))
         items.append(_q._item("relation", f"Where is the {m.group(1)} relative to the {m.group(3)}?", rel,
-                              [r for r in RELATIONS if r != rel], rng))
-    return [{"question": it["question"], "choices": canonical_order(it["choices"]), "answer": it["answer"],
-             "type": it["type"]} for it in items]
+                              [r for r in RELATIONS if r != rel], rng, target=a.cell, reference=b.cell))
+    return items
+
+
+def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
+    """`aligned_items` as the writer writes them: the question, the right option first (copied from
+    the description while the question's words are a few tokens back) and the distractors in
+    `canonical_order`, the answer (a copy of option A), the type. Stage 1 shuffles the options before
+    any model answers them, so keying A costs nothing downstream."""
+    out = []
+    for it in aligned_items(scene, rng):
+        distractors = canonical_order([c for c in it["choices"] if c != it["answer"]])
+        out.append({"question": it["question"], "choices": [it["answer"], *distractors], "answer": it["answer"],
+                    "type": it["type"]})
+    return out
 
 
 def aligned_writer_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:
@@ -264,8 +278,9 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
                      separators: Sequence[str]) -> tuple[list[dict[str, Any]], str, str]:
     """(prompt messages, assistant prefix, completion) for stage 3 on one of the scene's MCQs, the
     prefix ending in one of `cues` (the tiny profile's); half the simple thoughts are wrong (a wrong
-    value, half of those about a picture from `others`)."""
-    items = scene_mcqs(scene, rng)
+    value, half of those about a picture from `others`). Most questions are the writer's kind
+    (`aligned_items`: what stage 3 meets in a run), the rest the benchmark's (`scene_mcqs`)."""
+    items = aligned_items(scene, rng) if rng.random() < ALIGNED_SHARE else scene_mcqs(scene, rng)
     index = rng.randrange(len(items))
     item = items[index]
     row = student_row(scene, item, index, seed=rng.randrange(1 << 30))
@@ -283,6 +298,8 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
     return messages, prefix, reasoner_completion(evidence_sentence(scene, item, text), item["answer"],
                                                  row["answer_letter"], rng)
 
+
+ALIGNED_SHARE = 0.7  # stage-3 warm-up questions of the writer's kind (the rest: the benchmark's)
 
 # How the tiny reasoner opens its re-check, with the share of continuations that open so. Real
 # reasoners often talk about the description they were told not to name (the released code's filter
@@ -332,6 +349,21 @@ def direct_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterat
         form = rng.choices([f for f, _ in DIRECT_FORMS], [w for _, w in DIRECT_FORMS])[0]
         yield ({"kind": item["kind"], "answer_letter": LETTERS[k]}, evaluation.messages(bench, "direct"),
                form.format(letter=LETTERS[k], answer=item["answer"]))
+
+
+def think_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterator[tuple[dict, list, str]]:
+    """(row, prompt messages, completion) for the evaluation's think prompt (after its forced `<think>`)
+    on each of the scene's ground-truth MCQs: the same thought as stage 2's, then the letter in
+    parentheses inside answer tags, as that prompt asks (an instruction-tuned model follows both)."""
+    rng = random.Random(f"tiny-world-think:{seed}:{scene.id}")
+    for i, item in enumerate(scene_mcqs(scene, rng)):
+        k = rng.randrange(4)
+        distractors = [c for c in item["choices"] if c != item["answer"]]
+        choices = distractors[:k] + [item["answer"]] + distractors[k:]
+        bench = BenchItem("synthetic", f"{scene.id}-{i}", item["question"], choices, LETTERS[k],
+                          image_path=image_path or f"{scene.id}.png")
+        yield ({"kind": item["kind"], "answer_letter": LETTERS[k]}, evaluation.messages(bench, "think"),
+               f" {thought(item, scene)} </think> <answer> ({LETTERS[k]}) </answer>")
 
 
 # ----------------------------------------------------------------------------- tokenizer text

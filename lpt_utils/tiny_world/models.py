@@ -24,6 +24,7 @@ with vLLM (`check.py` measures them there). Builds run on one CPU thread (see `_
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -42,7 +43,7 @@ from lpt_utils.config import load_profile
 from lpt_utils.pipeline import mcq
 from lpt_utils.tiny_world import corpus
 from lpt_utils.tiny_world.questions import KINDS
-from lpt_utils.tiny_world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, render
+from lpt_utils.tiny_world.scenes import COLOURS, GRID, SHAPES, SIZES, Scene, iter_split_scenes, render
 from lpt_utils.tiny_world.tokenizer import EOS_TOKEN, build_tokenizer
 
 # Qwen2-VL's image normalisation (CLIP's), applied by the saved processor too.
@@ -139,7 +140,8 @@ def corpus_fingerprint() -> str:
         for part in (corpus.writer_example(scene, rng), corpus.aligned_writer_example(scene, rng),
                      corpus.reformat_example(scene, rng),
                      *[(m, c) for _, m, c in corpus.student_examples(scene)],
-                     *[(m, c) for _, m, c in corpus.direct_examples(scene)]):
+                     *[(m, c) for _, m, c in corpus.direct_examples(scene)],
+                     *[(m, c) for _, m, c in corpus.think_examples(scene)]):
             h.update(json.dumps(part, sort_keys=True).encode())
     for i, text in enumerate(corpus.tokenizer_texts(3)):
         h.update(text.encode())
@@ -468,15 +470,19 @@ def probe_targets(scene: Scene, image_size: int = 224) -> dict[str, np.ndarray]:
     colour_ids = {c: i + 1 for i, c in enumerate(COLOURS)}
     token_colour = np.zeros((side, side), dtype=np.int64)
     token_shape = np.zeros((side, side), dtype=np.int64)
+    empty = np.asarray(render(Scene(id="m", seed=0, objects=(), background="white"), image_size), dtype=np.int16)
     for o in scene.objects:
-        mask_scene = Scene(id="m", seed=0, objects=(o,), background="white")
-        m = np.asarray(render(mask_scene, image_size).convert("L"), dtype=np.float32) < 250
+        drawn = np.asarray(render(Scene(id="m", seed=0, objects=(o,), background="white"), image_size), dtype=np.int16)
+        m = np.abs(drawn - empty).max(axis=-1) > 0  # the object's own pixels, whatever the tile's shade
         cover = m.reshape(side, px, side, px).mean(axis=(1, 3))
         hit = cover >= 0.2
         token_colour[hit] = colour_ids[o.colour]
         token_shape[hit] = SHAPES.index(o.shape) + 1
     cells = [scene.object_at(r, c) for r in range(GRID) for c in range(GRID)]
+    rows = np.arange(side)[:, None] * GRID // side
+    cols = np.arange(side)[None, :] * GRID // side
     return {
+        "token_cell": (rows * GRID + cols).reshape(-1),  # which corner a token lies in
         "token_colour": token_colour.reshape(-1),
         "token_shape": token_shape.reshape(-1),
         "cell_shape": np.array([0 if o is None else SHAPES.index(o.shape) + 1 for o in cells]),
@@ -498,18 +504,38 @@ def _cell_pool_matrix(image_size: int):
     return P
 
 
-def _pretrain_vision(model, recipe: Recipe, scenes: list[Scene], progress: bool) -> list[float]:
-    """A few seconds of supervised pre-training of the vision tower on `probe_targets`."""
+_PROBE_CLASSES = {"token_cell": GRID * GRID, "token_colour": len(COLOURS) + 1, "token_shape": len(SHAPES) + 1, "cell_shape": len(SHAPES) + 1,
+                  "cell_colour": len(COLOURS) + 1, "cell_size": len(SIZES) + 1}
+
+
+def _probe_batch(visual, scenes: list[Scene], image_size: int, cache: dict[str, tuple]):
+    """The vision tower's merged-token features (B, tokens, d) and the dense targets of `scenes`."""
+    import torch
+
+    pv, tg = [], {k: [] for k in _PROBE_CLASSES}
+    for s in scenes:
+        if s.id not in cache:
+            cache[s.id] = (patchify(render(s, image_size), image_size)[0], probe_targets(s, image_size))
+        pv.append(cache[s.id][0])
+        for k in _PROBE_CLASSES:
+            tg[k].append(cache[s.id][1][k])
+    g = image_size // PATCH
+    grid = torch.tensor([[1, g, g]] * len(scenes))
+    feats = visual(torch.from_numpy(np.concatenate(pv)), grid_thw=grid).pooler_output
+    return feats.view(len(scenes), -1, feats.shape[-1]), {k: torch.from_numpy(np.stack(v)) for k, v in tg.items()}
+
+
+def _pretrain_vision(model, recipe: Recipe, scenes: list[Scene], progress: bool,
+                     heldout: list[Scene] | None = None) -> tuple[list[float], dict[str, float]]:
+    """Supervised pre-training of the vision tower on `probe_targets` (linear heads, thrown away
+    after); returns the losses and, on `heldout` scenes, each head's accuracy (cell heads: over the
+    four cells; token heads: over the tokens an object covers)."""
     import torch
     import torch.nn.functional as F
 
     visual = model.model.visual
     d = model.config.vision_config.out_hidden_size
-    heads = torch.nn.ModuleDict({
-        "token_colour": torch.nn.Linear(d, len(COLOURS) + 1), "token_shape": torch.nn.Linear(d, len(SHAPES) + 1),
-        "cell_shape": torch.nn.Linear(d, len(SHAPES) + 1), "cell_colour": torch.nn.Linear(d, len(COLOURS) + 1),
-        "cell_size": torch.nn.Linear(d, len(SIZES) + 1),
-    })
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(d, n) for k, n in _PROBE_CLASSES.items()})
     pool = _cell_pool_matrix(recipe.image_size)
     opt = torch.optim.AdamW(list(visual.parameters()) + list(heads.parameters()), lr=recipe.probe_lr,
                             weight_decay=0.0)
@@ -518,26 +544,16 @@ def _pretrain_vision(model, recipe: Recipe, scenes: list[Scene], progress: bool)
     cache: dict[str, tuple] = {}
     losses = []
     bar = _tqdm(recipe.probe_steps, "vision probe", progress)
-    for step in range(recipe.probe_steps):
-        picks = [rng.choice(scenes) for _ in range(recipe.probe_batch)]
-        pv, tg = [], {k: [] for k in heads}
-        for s in picks:
-            if s.id not in cache:
-                cache[s.id] = (patchify(render(s, recipe.image_size), recipe.image_size)[0],
-                               probe_targets(s, recipe.image_size))
-            pv.append(cache[s.id][0])
-            for k in heads:
-                tg[k].append(cache[s.id][1][k])
-        g = recipe.image_size // PATCH
-        grid = torch.tensor([[1, g, g]] * len(picks))
-        feats = visual(torch.from_numpy(np.concatenate(pv)), grid_thw=grid).pooler_output
-        feats = feats.view(len(picks), -1, feats.shape[-1])  # (B, tokens, d)
+
+    def logits(feats):
         cell_feats = torch.einsum("ct,btd->bcd", pool, feats)
-        loss = 0.0
-        for k, head in heads.items():
-            x = feats if k.startswith("token") else cell_feats
-            y = torch.from_numpy(np.stack(tg[k]))
-            loss = loss + F.cross_entropy(head(x).reshape(-1, head.out_features), y.reshape(-1))
+        return {k: head(feats if k.startswith("token") else cell_feats) for k, head in heads.items()}
+
+    for step in range(recipe.probe_steps):
+        feats, tg = _probe_batch(visual, [rng.choice(scenes) for _ in range(recipe.probe_batch)],
+                                 recipe.image_size, cache)
+        out = logits(feats)
+        loss = sum(F.cross_entropy(out[k].reshape(-1, heads[k].out_features), tg[k].reshape(-1)) for k in heads)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -546,7 +562,16 @@ def _pretrain_vision(model, recipe: Recipe, scenes: list[Scene], progress: bool)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.update()
     bar.close()
-    return losses
+    accuracy: dict[str, float] = {}
+    if heldout:
+        with torch.no_grad():
+            feats, tg = _probe_batch(visual, heldout, recipe.image_size, {})
+            out = logits(feats)
+        for k in heads:
+            pred, y = out[k].argmax(-1), tg[k]
+            keep = y > 0 if k in ("token_colour", "token_shape") else torch.ones_like(y, dtype=torch.bool)
+            accuracy[k] = round(float((pred[keep] == y[keep]).float().mean()), 3)
+    return losses, accuracy
 
 
 def make_processor(tok, image_size: int = 224):
@@ -606,7 +631,8 @@ def _build_vlm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict
     t0 = time.time()
     model.train()
     if recipe.probe_steps:
-        log["probe_losses"] = _pretrain_vision(model, recipe, scenes, progress)
+        heldout = list(itertools.islice(iter_split_scenes("heldout", recipe.seed), 100))
+        log["probe_losses"], log["probe_heldout_accuracy"] = _pretrain_vision(model, recipe, scenes, progress, heldout)
     log["probe_seconds"] = round(time.time() - t0, 1)
 
     g = recipe.image_size // PATCH
@@ -617,6 +643,8 @@ def _build_vlm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict
                    for _, msgs, completion in corpus.student_examples(s, recipe.seed, kinds=recipe.kinds)],
         "answer_direct": [(s, msgs, completion) for s in pool
                           for _, msgs, completion in corpus.direct_examples(s, recipe.seed)],
+        "answer_think": [(s, msgs, completion) for s in pool
+                         for _, msgs, completion in corpus.think_examples(s, recipe.seed)],
     }
     tasks = [t for t, _ in recipe.tasks]
     weights = [w for _, w in recipe.tasks]

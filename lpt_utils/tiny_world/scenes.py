@@ -1,6 +1,7 @@
 """Synthetic scenes for the offline CPU profile: a picture, its scene graph and a DOCCI-like caption.
 
-A scene is a 2x2 grid on a plain background; each cell holds at most one flat, saturated shape
+A scene is a 2x2 grid of tiles of one background colour, each tile a shade darker than the one
+before in reading order (`CELL_SHADES`: how a tiny vision tower tells the corners apart); each cell holds at most one flat, saturated shape
 (circle, square, triangle or star) drawn large enough that a tiny vision tower can tell colours
 apart (small shapes left colour at chance in the measurements in `shared/notes/tiny-world.md`).
 Everything follows from one integer seed: the scene graph (`sample_scene`), its picture
@@ -38,6 +39,10 @@ COLOURS = {
     "orange": (250, 130, 0),
 }
 BACKGROUNDS = {"white": (255, 255, 255), "light grey": (205, 205, 205), "cream": (245, 235, 200)}
+# Each corner's tile is a shade darker than the one before (reading order), so a token of the picture
+# tells which corner it lies in from its own pixels: the tiny vision tower has no absolute position
+# embedding, and on a plain background a probe for a token's corner stayed at chance (24%, measured).
+CELL_SHADES = (1.0, 0.9, 0.8, 0.7)
 SIZES = ("small", "large")
 SIZE_FRACTION = {"small": 0.55, "large": 0.85}  # of the cell's side
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
@@ -130,6 +135,10 @@ def render(scene: Scene, size: int = 224) -> Image.Image:
     img = Image.new("RGB", (size, size), BACKGROUNDS[scene.background])
     draw = ImageDraw.Draw(img)
     cell = size / GRID
+    base = BACKGROUNDS[scene.background]
+    for (r, c), shade in zip(sorted(CELL_NAMES), CELL_SHADES):
+        draw.rectangle([round(c * cell), round(r * cell), round((c + 1) * cell) - 1, round((r + 1) * cell) - 1],
+                       fill=tuple(round(v * shade) for v in base))
     for o in scene.objects:
         cx = (o.col + 0.5 + o.dx) * cell
         cy = (o.row + 0.5 + o.dy) * cell
