@@ -143,6 +143,7 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
             n_items += len(items)
             n_valid += len(valid)
             with_valid += bool(valid)
+    reasoner = check_reasoner(llm, scenes, seed)
     exact = sum(o.outputs[0].text.strip() == target.strip() for o, (_, target) in zip(r_out, reformat))
     r_items = r_valid = r_same = 0
     for o, (_, target) in zip(r_out, reformat):
@@ -166,8 +167,41 @@ def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temper
         "reformat_exact": f"{exact}/{len(reformat)}",
         "reformat_valid_share": round(r_valid / max(1, r_items), 3),
         "reformat_questions_kept": round(r_same / max(1, r_items), 3),
+        **reasoner,
         "writer_example": w_out[0].outputs[0].text,
     }
+
+
+def check_reasoner(llm, scenes: list, seed: int = 0, cases_per_scene: int = 6) -> dict[str, Any]:
+    """Stage 3 as the warm-up poses it, on `scenes`: the description, question and options, the turn
+    pre-filled with a right or a wrong simple thought and a cue; sampled as the tiny profile samples
+    (T 0.6, top_p 0.95). X->O: right answers after a wrong thought; O->X: wrong after a right one."""
+    from vllm import SamplingParams  # heavy: only when a check runs
+
+    from lpt_utils.tiny_world.models import taught_cues
+
+    tok = llm.get_tokenizer()
+    rng = random.Random(f"tiny-world-check-reasoner:{seed}")
+    cues = taught_cues()
+    cases = [corpus.long_cot_case(s, rng, scenes, *cues) for s in scenes for _ in range(cases_per_scene)]
+    prompts = [tok.apply_chat_template(c["messages"], add_generation_prompt=True, tokenize=False) + c["prefix"]
+               for c in cases]
+    outs = llm.generate(prompts, SamplingParams(n=1, temperature=0.6, top_p=0.95, max_tokens=160), use_tqdm=False)
+    tally = defaultdict(lambda: [0, 0])  # (transition start, kind) -> [right after, parsed]
+    for c, o in zip(cases, outs):
+        p = parse_response("<think>" + o.outputs[0].text)  # the prefix opened the thought
+        if not p.ok:
+            continue
+        ok = verify(p.answer, c["row"]["choices"], c["row"]["answer_letter"]).correct
+        start = "O" if c["simple_right"] else "X"
+        for key in (start, f"{start}:{c['kind']}"):
+            tally[key][0] += ok
+            tally[key][1] += 1
+    x_right, x_n = tally["X"]
+    o_right, o_n = tally["O"]
+    return {"reasoner_cases": len(cases), "reasoner_parsed": x_n + o_n,
+            "reasoner_x_to_o": round(x_right / max(1, x_n), 3), "reasoner_o_to_x": round(1 - o_right / max(1, o_n), 3),
+            "reasoner_x_to_o_by_kind": {k[2:]: f"{a}/{n}" for k, (a, n) in sorted(tally.items()) if k.startswith("X:")}}
 
 
 def check_in_subprocess(name: str, model_dir: str | Path, n_scenes: int = 60, timeout: float = 900,

@@ -152,16 +152,11 @@ def aligned_items(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
 
 
 def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
-    """`aligned_items` as the writer writes them: the question, the right option first (copied from
-    the description while the question's words are a few tokens back) and the distractors in
-    `canonical_order`, the answer (a copy of option A), the type. Stage 1 shuffles the options before
-    any model answers them, so keying A costs nothing downstream."""
-    out = []
-    for it in aligned_items(scene, rng):
-        distractors = canonical_order([c for c in it["choices"] if c != it["answer"]])
-        out.append({"question": it["question"], "choices": [it["answer"], *distractors], "answer": it["answer"],
-                    "type": it["type"]})
-    return out
+    """`aligned_items` as the writer writes them: question, options in `canonical_order`, answer, type.
+    (Keying option A instead, tried together with 4 attention heads, gave more duplicate options:
+    111 of 215 items against 30 of 216; not kept.)"""
+    return [{"question": it["question"], "choices": canonical_order(it["choices"]), "answer": it["answer"],
+             "type": it["type"]} for it in aligned_items(scene, rng)]
 
 
 def aligned_writer_example(scene: Scene, rng: random.Random) -> tuple[list[dict[str, Any]], str]:
@@ -274,17 +269,17 @@ def evidence_sentence(scene: Scene, item: dict[str, Any], text: str) -> str:
     return sents[0]
 
 
-def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | None, cues: Sequence[str],
-                     separators: Sequence[str]) -> tuple[list[dict[str, Any]], str, str]:
-    """(prompt messages, assistant prefix, completion) for stage 3 on one of the scene's MCQs, the
-    prefix ending in one of `cues` (the tiny profile's); half the simple thoughts are wrong (a wrong
-    value, half of those about a picture from `others`). Most questions are the writer's kind
-    (`aligned_items`: what stage 3 meets in a run), the rest the benchmark's (`scene_mcqs`)."""
+def long_cot_case(scene: Scene, rng: random.Random, others: list[Scene] | None, cues: Sequence[str],
+                  separators: Sequence[str]) -> dict[str, Any]:
+    """One stage-3 warm-up case: `messages`, `prefix`, `completion` (see `long_cot_example`), the MCQ
+    as a stage-1 `row`, its `kind`, and whether the simple thought in the prefix is right
+    (`simple_right`), which is what the reasoner check scores X->O and O->X on."""
     items = aligned_items(scene, rng) if rng.random() < ALIGNED_SHARE else scene_mcqs(scene, rng)
     index = rng.randrange(len(items))
     item = items[index]
     row = student_row(scene, item, index, seed=rng.randrange(1 << 30))
-    if rng.random() < 0.5:
+    right = rng.random() < 0.5
+    if right:
         simple = thought(item, scene)
     else:  # a wrong simple thought: a wrong value, sometimes about another picture too
         wrong = {**item, "answer": rng.choice([c for c in item["choices"] if c != item["answer"]])}
@@ -295,8 +290,19 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
     text = describe(scene)
     messages = [{"role": "user", "content": long_cot.user_message(text, row["question"], lines)}]
     prefix = long_cot.assistant_prefix(row["question"], lines, simple, cue, sep, THINK)
-    return messages, prefix, reasoner_completion(evidence_sentence(scene, item, text), item["answer"],
-                                                 row["answer_letter"], rng)
+    completion = reasoner_completion(evidence_sentence(scene, item, text), item["answer"], row["answer_letter"], rng)
+    return {"messages": messages, "prefix": prefix, "completion": completion, "row": row, "kind": item["kind"],
+            "simple_right": right}
+
+
+def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | None, cues: Sequence[str],
+                     separators: Sequence[str]) -> tuple[list[dict[str, Any]], str, str]:
+    """(prompt messages, assistant prefix, completion) for stage 3 on one of the scene's MCQs, the
+    prefix ending in one of `cues` (the tiny profile's); half the simple thoughts are wrong (a wrong
+    value, half of those about a picture from `others`). Most questions are the writer's kind
+    (`aligned_items`: what stage 3 meets in a run), the rest the benchmark's (`scene_mcqs`)."""
+    case = long_cot_case(scene, rng, others, cues, separators)
+    return case["messages"], case["prefix"], case["completion"]
 
 
 ALIGNED_SHARE = 0.7  # stage-3 warm-up questions of the writer's kind (the rest: the benchmark's)
