@@ -633,3 +633,25 @@ def test_paired_differences_pair_by_item_and_say_when_a_gain_is_beyond_noise():
     assert [ax.get_title() for ax in fig.axes] == ["b (n = 40)"]
     assert len(fig.axes[0].get_yticklabels()) == 4  # sft and dpo under both rules
     assert eval_plots.paired_differences(table.iloc[0:0]) is None
+
+
+def test_subset_intervals_say_whether_each_question_type_is_above_chance():
+    rows = []
+    # recognition: 45 of 60 right on 4 options (75%, well above 25%); counting: 4 of 20 on 4 options
+    # (20%: its interval holds chance); spatial: 6 of 10 on 2 options (50% = chance); no subset: left out
+    for sub, right, n, k in (("recognition", 45, 60, 4), ("counting", 4, 20, 4), ("spatial", 6, 10, 2), ("", 5, 5, 4)):
+        for i in range(n):
+            rows.append({"model": "base", "prompt": "think", "benchmark": "synthetic", "subset": sub,
+                         "item_id": f"{sub}{i}", "choices": ["x"] * k, "correct": i < right,
+                         "correct_released": True})
+    t = ev.subset_intervals(pd.DataFrame(rows)).set_index("subset")
+    assert list(t.index) == ["recognition", "counting", "spatial"]
+    assert t.loc["recognition", "accuracy"] == pytest.approx(75.0) and t.loc["recognition", "chance"] == pytest.approx(25.0)
+    # Wilson's interval for 45/60 at 95%
+    assert (t.loc["recognition", "ci_low"], t.loc["recognition", "ci_high"]) == (pytest.approx(62.8, abs=0.1),
+                                                                                 pytest.approx(84.2, abs=0.1))
+    assert t.above_chance.tolist() == [True, False, False]
+    assert t.loc["spatial", "chance"] == pytest.approx(50.0) and 0 <= t.loc["counting", "ci_low"] < 20 < t.loc["counting", "ci_high"]
+    released = ev.subset_intervals(pd.DataFrame(rows), rule="released").set_index("subset")
+    assert (released.accuracy == 100).all()  # the rule's own column
+    assert ev.subset_intervals(pd.DataFrame(rows).drop(columns="subset")).empty

@@ -282,6 +282,10 @@ def test_07_scores_base_sft_dpo_beside_the_paper(tiny_run):
     assert {(p["model"], p["rule"]) for p in paired} >= {(m, r) for m in ("sft", "dpo", "sft_simple")
                                                           for r in ("released", "strict")}
     assert all(p["ci_low"] <= p["difference"] <= p["ci_high"] and p["baseline"] == "base/think" for p in paired)
+    # accuracy per question type of the synthetic benchmark, with its interval beside chance
+    by_type = [g for g in artifacts.read_manifest(stage)["subset_intervals"] if (g["model"], g["prompt"]) == ("base", "think")]
+    assert {g["subset"] for g in by_type} == {"recognition", "counting and quantification", "spatial and relational"}
+    assert all(g["ci_low"] <= g["accuracy"] <= g["ci_high"] and g["chance"] == 25.0 for g in by_type)
     for fig in ("07_results", "07_length_vs_accuracy", "07_easy_vs_hard_tokens", "07_paired_differences"):
         assert (run.figures_dir / f"{fig}.png").stat().st_size > 1000, fig
 

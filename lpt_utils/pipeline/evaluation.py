@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lpt_utils.artifacts import Funnel
@@ -302,6 +303,31 @@ def subset_scores(df: pd.DataFrame, rules=RULES) -> pd.DataFrame:
         t["accuracy"] = 100.0 * t["accuracy"].astype(float)
         out.append(t.assign(rule=rule))
     return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+
+
+def subset_intervals(df: pd.DataFrame, rule: str = "strict", z: float = 1.96) -> pd.DataFrame:
+    """Accuracy (percent) per (model, prompt, benchmark, subset) with its 95% interval (Wilson's, which
+    stays inside 0-100 on small groups) beside chance (the mean of 1 / number of options over the
+    group's items); `above_chance` marks groups whose interval lies wholly above it. The tiny profile's
+    synthetic benchmark has one subset per question type."""
+    cols = ["model", "prompt", "benchmark", "subset", "items", "accuracy", "ci_low", "ci_high", "chance",
+            "above_chance"]
+    _check_rules(rule)
+    if "subset" not in df.columns:
+        return pd.DataFrame(columns=cols)
+    d = df[df["subset"].fillna("") != ""].assign(
+        _right=lambda x: x[RULE_COLUMN[rule]].astype(float), _chance=lambda x: 1.0 / x["choices"].map(len))
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    t = d.groupby(["model", "prompt", "benchmark", "subset"], sort=False).agg(
+        items=("_right", "size"), p=("_right", "mean"), chance=("_chance", "mean")).reset_index()
+    n, p = t["items"].astype(float), t["p"]
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    t["accuracy"], t["ci_low"], t["ci_high"] = 100 * p, 100 * (centre - half), 100 * (centre + half)
+    t["chance"] = 100 * t["chance"]
+    t["above_chance"] = t["ci_low"] > t["chance"]
+    return t[cols]
 
 
 def paper_columns() -> list[str]:
