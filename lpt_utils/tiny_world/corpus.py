@@ -110,45 +110,34 @@ _RELATION_ANSWER = {"to the left of": "to the left", "to the right of": "to the 
 
 
 def aligned_items(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
-    """Ground-truth MCQs each copied from one sentence of the description, so a tiny writer can be right.
+    """Ground-truth MCQs a tiny writer can copy from the description: each answer is the *first* word
+    of its kind in the description (the first corner, colour, shape or number named), which a small
+    attention model finds far more reliably than "the second object" or a name matched across
+    sentences (measured: questions about later objects or relation sentences agreed with the scene
+    0-30% of the time).
 
-    Every question names a corner or an object exactly as a sentence of the description does, and its
-    answer stands in that same sentence: the colour, the shape and the occupant of the first, second
-    and third object the description names (wrapping round), each asked by its corner; the total
-    count, which the opening sentence states; the corner of the first object with a unique name; and
-    the description's first relation sentence, restated. Same templates, answer sets and options as
-    `scene_mcqs`, in the same kind order; options in `canonical_order`.
+    The first object the description names gets a colour, a shape and an occupant question, each
+    asked by its corner, and a position question by its name; the total count is the opening
+    sentence's number. Recognition, counting and spatial reasoning are all present. Same templates,
+    answer sets and options as `scene_mcqs`, in the same kind order.
     """
     text = describe(scene)
-    objs = sorted(scene.objects, key=lambda o: text.find(f"{o.cell} corner"))
-    n = len(objs)
-    items = []
-    o = objs[0]
-    items.append(_q._item("colour", f"What colour is the shape in the {o.cell} corner?", o.colour,
-                          rng.sample([c for c in COLOURS if c != o.colour], 3), rng, target=o.cell))
-    o = objs[1 % n]
-    items.append(_q._item("shape", f"What shape is in the {o.cell} corner?", o.shape,
-                          [s for s in SHAPES if s != o.shape], rng, target=o.cell))
-    o = objs[2 % n]
+    o = min(scene.objects, key=lambda p: text.find(f"{p.cell} corner"))
+    n = len(scene.objects)
     distractors = [_q._thing(rng.choice([k for k in COLOURS if k != o.colour]), o.shape),
                    _q._thing(o.colour, rng.choice([s for s in SHAPES if s != o.shape])), "nothing"]
-    items.append(_q._item("occupant", f"What is in the {o.cell} corner?", _q._thing(o.colour, o.shape),
-                          distractors, rng, target=o.cell))
-    items.append(_q._item("count", "How many shapes are there in total?", NUMBER_WORDS[n],
-                          rng.sample([w for i, w in enumerate(NUMBER_WORDS) if i != n], 3), rng))
-    named = [p for p in objs if _q.is_unique_name(scene, p)]
-    if named:
-        o = named[0]
-        items.append(_q._item("position", f"Where is the {o.name}?", o.cell,
-                              [c for c in CELL_NAMES.values() if c != o.cell], rng, target=o.cell))
-    m = _RELATION_SENTENCE.search(text)
-    if m:
-        rel = _RELATION_ANSWER[m.group(2)]
-        a = next(p for p in objs if p.name == m.group(1))
-        b = next(p for p in objs if p.name == m.group(3))
-        items.append(_q._item("relation", f"Where is the {m.group(1)} relative to the {m.group(3)}?", rel,
-                              [r for r in RELATIONS if r != rel], rng, target=a.cell, reference=b.cell))
-    return items
+    return [
+        _q._item("colour", f"What colour is the shape in the {o.cell} corner?", o.colour,
+                 rng.sample([c for c in COLOURS if c != o.colour], 3), rng, target=o.cell),
+        _q._item("shape", f"What shape is in the {o.cell} corner?", o.shape, [s for s in SHAPES if s != o.shape],
+                 rng, target=o.cell),
+        _q._item("occupant", f"What is in the {o.cell} corner?", _q._thing(o.colour, o.shape), distractors, rng,
+                 target=o.cell),
+        _q._item("count", "How many shapes are there in total?", NUMBER_WORDS[n],
+                 rng.sample([w for i, w in enumerate(NUMBER_WORDS) if i != n], 3), rng),
+        _q._item("position", f"Where is the {o.name}?", o.cell, [c for c in CELL_NAMES.values() if c != o.cell],
+                 rng, target=o.cell),
+    ]
 
 
 def aligned_mcqs(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
@@ -305,7 +294,7 @@ def long_cot_example(scene: Scene, rng: random.Random, others: list[Scene] | Non
     return case["messages"], case["prefix"], case["completion"]
 
 
-ALIGNED_SHARE = 0.7  # stage-3 warm-up questions of the writer's kind (the rest: the benchmark's)
+ALIGNED_SHARE = 0.9  # stage-3 warm-up questions of the writer's kind, what a run meets (the rest: the benchmark's)
 
 # How the tiny reasoner opens its re-check, with the share of continuations that open so. Real
 # reasoners often talk about the description they were told not to name (the released code's filter

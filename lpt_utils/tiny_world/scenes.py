@@ -103,7 +103,8 @@ def signature_split(signature: str) -> str:
 
 
 def sample_scene(seed: int) -> Scene:
-    """The scene drawn by `seed` (deterministic): 1-4 objects in distinct cells of the 2x2 grid."""
+    """The scene drawn by `seed` (deterministic): 1-4 objects in distinct cells of the 2x2 grid, no two
+    of the same colour and shape."""
     rng = random.Random(f"tiny-world-scene:{seed}")
     n = rng.randint(1, GRID * GRID)
     cells = rng.sample([(r, c) for r in range(GRID) for c in range(GRID)], n)
@@ -111,9 +112,12 @@ def sample_scene(seed: int) -> Scene:
     for r, c in sorted(cells):
         size = rng.choice(SIZES)
         slack = (1 - SIZE_FRACTION[size]) / 2 * 0.8
-        objects.append(SceneObject(shape=rng.choice(SHAPES), colour=rng.choice(list(COLOURS)), size=size,
-                                   row=r, col=c, dx=round(rng.uniform(-slack, slack), 3),
-                                   dy=round(rng.uniform(-slack, slack), 3)))
+        while True:  # no two objects share a name ("the red circle" always picks out one)
+            shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+            if all((o.shape, o.colour) != (shape, colour) for o in objects):
+                break
+        objects.append(SceneObject(shape=shape, colour=colour, size=size, row=r, col=c,
+                                   dx=round(rng.uniform(-slack, slack), 3), dy=round(rng.uniform(-slack, slack), 3)))
     return Scene(id=f"tw{seed:013d}", seed=seed, objects=tuple(objects),
                  background=rng.choice(list(BACKGROUNDS)))
 
