@@ -214,8 +214,9 @@ def test_student_thoughts_scan_the_corners_and_every_prompt_gets_its_answer_form
         "I see top left: nothing; top right: nothing; bottom left: an orange star; bottom right: nothing. "
         "The one in the bottom left corner is orange. So the answer is orange.")
     for (row, messages, completion) in corpus.think_examples(scene):
-        assert "first thinks" in messages[0]["content"] and completion.endswith(
-            f"</think> <answer> ({row['answer_letter']}) </answer>")
+        text = messages[1]["content"][1]["text"]
+        right = re.search(rf"\({row['answer_letter']}\) (.+)", text).group(1)
+        assert "first thinks" in messages[0]["content"] and completion.endswith(f"</think> <answer> {right} </answer>")
 
 
 def test_benchmark_file_is_vstar_shaped(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -54,9 +55,10 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
     llm = llm or _llm(model_dir, seed)
     tok = llm.get_tokenizer()
     it = iter_split_scenes("heldout", seed)
-    rows, prompts = [], []
+    rows, prompts, scenes_seen = [], [], []
     for _ in range(n_scenes):
         scene = next(it)
+        scenes_seen.append(scene)
         image = render(scene)
         rng = random.Random(f"tiny-world-check:{seed}:{scene.id}")
         for i, item in enumerate(scene_mcqs(scene, rng)):
@@ -95,7 +97,39 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
     stats["accuracy_by_kind"] = {k: round(a / max(1, n), 3) for k, (a, n) in sorted(by_kind.items())}
     stats["accuracy_by_answer_form"] = {k: round(a / max(1, n), 3) for k, (a, n) in sorted(by_form.items())}
     stats["examples"] = examples
+    stats.update(check_think_prompt(llm, scenes_seen, seed))
     return stats
+
+
+def check_think_prompt(llm, scenes: list, seed: int = 0) -> dict[str, Any]:
+    """Notebook 07's base/think row in miniature: the evaluation's think prompt (forced `<think>`),
+    greedy, on the scenes' ground-truth MCQs, scored by the strict rule; accuracy per kind."""
+    from vllm import SamplingParams  # heavy: only when a check runs
+
+    tok = llm.get_tokenizer()
+    rows, prompts = [], []
+    for scene in scenes:
+        image = render(scene)
+        for row, msgs, _ in corpus.think_examples(scene, seed + 1):
+            text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            rows.append(row | {"choices": _choices(msgs)})
+            prompts.append({"prompt": text + "<think>", "multi_modal_data": {"image": image}})
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=160), use_tqdm=False)
+    by_kind = defaultdict(lambda: [0, 0])
+    for row, o in zip(rows, outs):
+        p = parse_response("<think>" + o.outputs[0].text)
+        ok = p.ok and verify(p.answer, row["choices"], row["answer_letter"]).correct
+        for k in (row["kind"], "all"):
+            by_kind[k][0] += ok
+            by_kind[k][1] += 1
+    return {"think_prompt_accuracy": round(by_kind["all"][0] / max(1, by_kind["all"][1]), 3),
+            "think_prompt_accuracy_by_kind": {k: round(a / n, 3) for k, (a, n) in sorted(by_kind.items()) if k != "all"}}
+
+
+def _choices(msgs: list[dict[str, Any]]) -> list[str]:
+    """The options of an evaluation prompt's "(A) text" lines."""
+    text = msgs[-1]["content"][-1]["text"]
+    return [m.group(1) for m in re.finditer(r"^\([A-Z]\) (.+)$", text, re.M)]
 
 
 def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temperature: float = 0.7,
