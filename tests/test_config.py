@@ -18,7 +18,8 @@ def test_every_profile_loads_and_tiny_inherits_paper():
     # tiny states only what differs: inherited values stay
     assert tiny["mcq"]["writer"]["engine"]["backend"] == "vllm"
     assert tiny["mcq"]["writer"]["sampling"]["temperature"] == 0.7
-    assert tiny["mcq"]["answer_forms"] == paper["mcq"]["answer_forms"]
+    assert tiny["mcq"]["choice_forms"] == paper["mcq"]["choice_forms"]
+    assert tiny["mcq"]["answer_forms"] == ["option_text"] and "option_text" in paper["mcq"]["answer_forms"]
     # stage 2: appendix 3 samples, released code 10, same sampling otherwise
     rel = config.load_profile("released_code")
     assert paper["simple_cot"]["sampling"]["n"] == 3 and rel["simple_cot"]["sampling"]["n"] == 10

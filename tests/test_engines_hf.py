@@ -34,7 +34,7 @@ def image(tmp_path_factory) -> str:
 
 def ask(image: str, **sampling) -> GenerationRequest:
     content = [{"type": "image", "image": image}, {"type": "text", "text": "which shape is green?"}]
-    return GenerationRequest(messages=[{"role": "user", "content": content}], assistant_prefix="<think>\n",
+    return GenerationRequest(messages=[{"role": "user", "content": content}], assistant_prefix="<think>",
                              sampling=S(**sampling))
 
 

@@ -428,7 +428,7 @@ def test_benchmark_specs_put_the_synthetic_set_under_the_run(tmp_path):
     specs = ev.benchmark_specs(run.settings, run)
     assert list(specs) == ["synthetic"]
     assert specs["synthetic"]["path"] == str(run.stage_dir("sources") / "benchmark_heldout")
-    assert specs["synthetic"]["n_scenes"] == 40 and run.benchmark_builder("synthetic") is not None
+    assert specs["synthetic"]["n_scenes"] == 110 and run.benchmark_builder("synthetic") is not None
     paper = config.load_profile("paper")
     specs = ev.benchmark_specs(paper, run)
     assert specs["cv_bench"]["path"] == str(Path(run.root) / "data/benchmarks/cv_bench")

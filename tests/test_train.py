@@ -430,11 +430,11 @@ def test_the_control_trains_another_set_at_the_kept_rate_into_its_own_folder(tmp
     setup = ts.TrainingSetup("sft", profile, section, ts.SweepPlan.from_section(section), data_dir=tmp_path,
                              stage_dir=tmp_path / "05_sft", model="student", ref_model=None, num_processes=1,
                              accumulation=4)
-    control = setup.control(1e-4)
-    assert control.section.lpt["data"] == "sft_simple" and control.plan.learning_rates == (1e-4,)
+    control = setup.control(3e-4)
+    assert control.section.lpt["data"] == "sft_simple" and control.plan.learning_rates == (3e-4,)
     assert control.stage_dir == tmp_path / "05_sft" / "control" and control.validation_store.parent.parent == control.stage_dir
     assert control.plan.max_epochs == setup.plan.max_epochs and control.section.trl == setup.section.trl
-    assert setup.section.lpt["data"] == "sft_long" and setup.plan.learning_rates == (1e-3, 1e-4)
+    assert setup.section.lpt["data"] == "sft_long" and setup.plan.learning_rates == (1e-4,)
     assert control.control(1e-4) is None  # a control has no control of its own
     off = copy.deepcopy(profile)
     off["sft"]["lpt"]["control"] = None

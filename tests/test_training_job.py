@@ -168,7 +168,7 @@ def test_tiny_sections_train_fp32_on_one_process():
     t = config.load_profile("tiny")
     sft = tj.StageSettings.from_section("sft", t["sft"])
     plan = SweepPlan.from_section(sft)
-    assert plan.validate and plan.learning_rates == (1e-3, 1e-4) and plan.max_epochs == 2
+    assert plan.validate and plan.learning_rates == (1e-4,) and plan.max_epochs == 2
     for stage in ("sft", "dpo"):
         s = tj.StageSettings.from_section(stage, t[stage])
         assert (s.lpt["launcher"], s.lpt["num_processes"], s.lpt["cpu_threads"]) == ("python", 1, 1)

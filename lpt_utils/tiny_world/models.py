@@ -54,7 +54,7 @@ IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 PATCH, MERGE, TEMPORAL = 14, 2, 2
 # Bump when the build code below changes what a recipe produces (the hash then names new folders).
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: the direct prompt is no longer taught behind a forced <think>
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,10 @@ class Recipe:
 # warm-up (vision_lr 1e-3): none moved the stage-2 accuracy off 26-31%; what did was shading the
 # corner tiles (the scan's colours 61% -> 100% right) and answering the think prompt with text.
 RECIPES: dict[str, Recipe] = {
-    "vlm": Recipe(name="vlm", tasks=(("answer", 0.5), ("answer_direct", 0.1), ("answer_think", 0.4)), probe_steps=110,
-                  train_scenes=2000, steps=650, batch_size=8, lr=3e-3, vision_lr=0.0),
+    "vlm": Recipe(name="vlm", tasks=(("answer", 0.5), ("answer_direct", 0.1), ("answer_think", 0.4)), probe_steps=100,
+                  train_scenes=2000, steps=600, batch_size=8, lr=3e-3, vision_lr=0.0),
     "lm": Recipe(name="lm", tasks=(("mcq_writer_aligned", 0.45), ("reformat", 0.1), ("long_cot", 0.45)),
-                 train_scenes=1500, steps=800, batch_size=4, lr=3e-3),
+                 train_scenes=1500, steps=720, batch_size=4, lr=3e-3),
 }
 
 
@@ -319,13 +319,14 @@ def _encode(tok, messages: list[dict], completion: str, image_tokens: int = 0,
             prefix: str = "") -> tuple[list[int], int]:
     """Token ids of prompt + completion + eos, and the prompt's length (no loss on it).
 
-    The prompt ends with the forced `<think>` for the student, with the pre-filled assistant
-    `prefix` for stage 3, with nothing for stage 1's tasks; image placeholders are expanded to
-    `image_tokens` pads the way the processor does.
+    The prompt ends with `prefix`: the forced `<think>` for the student's stage-2 and think prompts
+    (none for the direct prompt, which opens no thought), the pre-filled assistant turn for stage 3,
+    nothing for stage 1's tasks; image placeholders are expanded to `image_tokens` pads the way the
+    processor does.
     """
     prompt = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
     if image_tokens:
-        prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens) + corpus.THINK
+        prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * image_tokens)
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     c = tok(completion + EOS_TOKEN, add_special_tokens=False)["input_ids"]
     return p + c, len(p)
@@ -676,12 +677,15 @@ def _build_vlm(recipe: Recipe, tok_dir: Path, out: Path, progress: bool) -> dict
         return tuple(feature_cache[s.id] for s in picks)
 
     def batch():
-        picks = [rng.choice(examples[rng.choices(tasks, weights)[0]]) for _ in range(recipe.batch_size)]
-        seqs = [_encode(tok, msgs, completion, n_image_tokens) for _, msgs, completion in picks]
+        chosen = [rng.choices(tasks, weights)[0] for _ in range(recipe.batch_size)]
+        picks = [(task, rng.choice(examples[task])) for task in chosen]
+        # stage 2's prompt and the think prompt open the thought for the model; the direct prompt does not
+        seqs = [_encode(tok, msgs, completion, n_image_tokens, prefix="" if task == "answer_direct" else corpus.THINK)
+                for task, (_, msgs, completion) in picks]
         input_ids, mask, labels = _pad(seqs, ids["<|endoftext|>"])
         inputs = dict(input_ids=input_ids, attention_mask=mask, image_grid_thw=grid1.repeat(len(picks), 1),
                       mm_token_type_ids=(input_ids == ids["<|image_pad|>"]).long())
-        scenes_ = [s for s, _, _ in picks]
+        scenes_ = [s for _, (s, _, _) in picks]
         if recipe.vision_lr > 0:
             inputs["pixel_values"] = torch.from_numpy(np.concatenate([pixels(s) for s in scenes_]))
         else:

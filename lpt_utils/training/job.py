@@ -175,6 +175,8 @@ class StageSettings:
                 raise ValueError(f"profile section '{stage}.{LPT}': {key!r} is not one of this project's "
                                  f"settings{hint} (known: {', '.join(known)})")
         lpt.setdefault("num_machines", 1)  # one node unless a profile says otherwise
+        if stage == "sft":
+            lpt.setdefault("control", None)  # no control run unless a profile asks for one
         missing = [k for k in known if k not in lpt]
         if missing:
             raise ValueError(f"profile section '{stage}.{LPT}': missing {', '.join(missing)}")
