@@ -76,7 +76,7 @@ def test_image_prefix_n2_through_the_real_server(vllm_server, resolve, tmp_path:
     content = [{"type": "image", "image": str(img)}, {"type": "text", "text": "what colour is the sphere?"}]
 
     def req(**sampling):
-        return GenerationRequest(messages=[{"role": "user", "content": content}], assistant_prefix="<think>\n",
+        return GenerationRequest(messages=[{"role": "user", "content": content}], assistant_prefix="<think>",
                                  sampling=SamplingSettings(**sampling))
 
     cfg = EngineConfig(model="tiny:vlm", backend="openai", base_url=vllm_server, max_pixels=224 * 224,

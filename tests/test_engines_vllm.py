@@ -46,7 +46,7 @@ def image(tmp_path_factory) -> str:
     return str(p)
 
 
-def image_chat(image: str, prefix: str = "<think>\n", **sampling) -> GenerationRequest:
+def image_chat(image: str, prefix: str = "<think>", **sampling) -> GenerationRequest:
     content = [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]
     return GenerationRequest(messages=[{"role": "user", "content": content}], assistant_prefix=prefix,
                              sampling=S(**sampling))

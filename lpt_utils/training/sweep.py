@@ -413,7 +413,8 @@ class ControlOutcome:
 
     def summary(self) -> dict[str, Any]:
         b = self.outcome.best
-        return {"data": self.data, **self.counts, "learning_rate": b.learning_rate, "kept_epoch": b.epoch,
+        return {"data": self.data, **self.counts, "learning_rate": b.learning_rate,
+                "epochs_trained": len(self.outcome.results), "kept_epoch": b.epoch,
                 "kept_val_accuracy": b.val_accuracy, "model_dir": str(self.outcome.model_dir)}
 
 
