@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 # Every path of the tiny profile, on fewer scenes than `make reproduce` draws (32 of 48 images; a
-# 219-item benchmark of 40 held-out scenes instead of 610 items), so that `make test` keeps its budget.
+# 224-item benchmark of 40 held-out scenes instead of 618 items), so that `make test` keeps its budget.
 CHAIN_SIZES = {"data.num_images": 32, "eval.benchmarks.synthetic.n_scenes": 40}
 
 
