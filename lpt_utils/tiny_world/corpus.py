@@ -331,16 +331,22 @@ DIRECT_FORMS = (("<answer> ({letter}) </answer>", 0.5), ("({letter})", 0.2), ("(
                 ("The answer is ({letter}).", 0.1), ("{letter}", 0.05))
 
 
+def _bench_item(scene: Scene, i: int, item: dict[str, Any], rng: random.Random,
+                image_path: str) -> tuple[BenchItem, int]:
+    """The MCQ as a benchmark shows it: the right option at a drawn position k among the distractors."""
+    k = rng.randrange(4)
+    distractors = [c for c in item["choices"] if c != item["answer"]]
+    choices = distractors[:k] + [item["answer"]] + distractors[k:]
+    return BenchItem("synthetic", f"{scene.id}-{i}", item["question"], choices, LETTERS[k],
+                     image_path=image_path or f"{scene.id}.png"), k
+
+
 def direct_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterator[tuple[dict, list, str]]:
     """(row, prompt messages, completion) for the evaluation's direct prompt on each of the scene's
     ground-truth MCQs (options in a fixed order, "(A) text" lines, as the benchmarks show them)."""
     rng = random.Random(f"tiny-world-direct:{seed}:{scene.id}")
     for i, item in enumerate(scene_mcqs(scene, rng)):
-        k = rng.randrange(4)
-        distractors = [c for c in item["choices"] if c != item["answer"]]
-        choices = distractors[:k] + [item["answer"]] + distractors[k:]
-        bench = BenchItem("synthetic", f"{scene.id}-{i}", item["question"], choices, LETTERS[k],
-                          image_path=image_path or f"{scene.id}.png")
+        bench, k = _bench_item(scene, i, item, rng, image_path)
         form = rng.choices([f for f, _ in DIRECT_FORMS], [w for _, w in DIRECT_FORMS])[0]
         yield ({"kind": item["kind"], "answer_letter": LETTERS[k]}, evaluation.messages(bench, "direct"),
                form.format(letter=LETTERS[k], answer=item["answer"]))
@@ -355,11 +361,7 @@ def think_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterato
     with the text, which both answer rules read."""
     rng = random.Random(f"tiny-world-think:{seed}:{scene.id}")
     for i, item in enumerate(scene_mcqs(scene, rng)):
-        k = rng.randrange(4)
-        distractors = [c for c in item["choices"] if c != item["answer"]]
-        choices = distractors[:k] + [item["answer"]] + distractors[k:]
-        bench = BenchItem("synthetic", f"{scene.id}-{i}", item["question"], choices, LETTERS[k],
-                          image_path=image_path or f"{scene.id}.png")
+        bench, k = _bench_item(scene, i, item, rng, image_path)
         yield ({"kind": item["kind"], "answer_letter": LETTERS[k]}, evaluation.messages(bench, "think"),
                f" {thought(item, scene)} </think> <answer> {item['answer']} </answer>")
 
