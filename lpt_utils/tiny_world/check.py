@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -110,9 +109,9 @@ def check_think_prompt(llm, scenes: list, seed: int = 0) -> dict[str, Any]:
     rows, prompts = [], []
     for scene in scenes:
         image = render(scene)
-        for row, msgs, _ in corpus.think_examples(scene, seed + 1):
+        for row, msgs, _ in corpus.think_examples(scene, seed):
             text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            rows.append(row | {"choices": _choices(msgs)})
+            rows.append(row)
             prompts.append({"prompt": text + "<think>", "multi_modal_data": {"image": image}})
     outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=160), use_tqdm=False)
     by_kind = defaultdict(lambda: [0, 0])
@@ -124,12 +123,6 @@ def check_think_prompt(llm, scenes: list, seed: int = 0) -> dict[str, Any]:
             by_kind[k][1] += 1
     return {"think_prompt_accuracy": round(by_kind["all"][0] / max(1, by_kind["all"][1]), 3),
             "think_prompt_accuracy_by_kind": {k: round(a / n, 3) for k, (a, n) in sorted(by_kind.items()) if k != "all"}}
-
-
-def _choices(msgs: list[dict[str, Any]]) -> list[str]:
-    """The options of an evaluation prompt's "(A) text" lines."""
-    text = msgs[-1]["content"][-1]["text"]
-    return [m.group(1) for m in re.finditer(r"^\([A-Z]\) (.+)$", text, re.M)]
 
 
 def check_lm(model_dir: str | Path, n_scenes: int = 20, samples: int = 2, temperature: float = 0.7,
@@ -234,7 +227,9 @@ def check_reasoner(llm, scenes: list, seed: int = 0, cases_per_scene: int = 6) -
     x_right, x_n = tally["X"]
     o_right, o_n = tally["O"]
     return {"reasoner_cases": len(cases), "reasoner_parsed": x_n + o_n,
-            "reasoner_x_to_o": round(x_right / max(1, x_n), 3), "reasoner_o_to_x": round(1 - o_right / max(1, o_n), 3),
+            # None where no continuation of that kind parsed (a rate of nothing is not 0 or 1)
+            "reasoner_x_to_o": round(x_right / x_n, 3) if x_n else None,
+            "reasoner_o_to_x": round(1 - o_right / o_n, 3) if o_n else None,
             "reasoner_x_to_o_by_kind": {k[2:]: f"{a}/{n}" for k, (a, n) in sorted(tally.items()) if k.startswith("X:")}}
 
 

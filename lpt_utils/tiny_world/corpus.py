@@ -114,7 +114,7 @@ def aligned_items(scene: Scene, rng: random.Random) -> list[dict[str, Any]]:
     of its kind in the description (the first corner, colour, shape or number named), which a small
     attention model finds far more reliably than "the second object" or a name matched across
     sentences (measured: questions about later objects or relation sentences agreed with the scene
-    0-30% of the time).
+    0-16% of the time).
 
     The first object the description names gets a colour, a shape and an occupant question, each
     asked by its corner, and a position question by its name; the total count is the opening
@@ -362,7 +362,8 @@ def think_examples(scene: Scene, seed: int = 0, image_path: str = "") -> Iterato
     rng = random.Random(f"tiny-world-think:{seed}:{scene.id}")
     for i, item in enumerate(scene_mcqs(scene, rng)):
         bench, k = _bench_item(scene, i, item, rng, image_path)
-        yield ({"kind": item["kind"], "answer_letter": LETTERS[k]}, evaluation.messages(bench, "think"),
+        yield ({"kind": item["kind"], "answer_letter": LETTERS[k], "choices": bench.choices},
+               evaluation.messages(bench, "think"),
                f" {thought(item, scene)} </think> <answer> {item['answer']} </answer>")
 
 
