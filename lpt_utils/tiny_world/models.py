@@ -107,7 +107,10 @@ class Recipe:
 # (`check.json`). Tried and not kept (held-out accuracy of the student, think prompt or stage-2 prompt,
 # measured): 1,800 warm-up steps instead of ~700, 4 text layers, training the vision tower in the
 # warm-up (vision_lr 1e-3): none moved the stage-2 accuracy off 26-31%; what did was shading the
-# corner tiles (the scan's colours 61% -> 100% right) and answering the think prompt with text.
+# corner tiles (the scan's colours 61% -> 100% right) and answering the think prompt with text. For the
+# LM, a short "lookup" task (description + one question -> the value) in 22% of the batches, or alone
+# for 600 steps of 16, left it answering no better than the commonest answer (27-32% against 33%;
+# README, "A reading curriculum").
 RECIPES: dict[str, Recipe] = {
     "vlm": Recipe(name="vlm", tasks=(("answer", 0.5), ("answer_direct", 0.1), ("answer_think", 0.4)), probe_steps=100,
                   train_scenes=2000, steps=600, batch_size=8, lr=3e-3, vision_lr=0.0),
