@@ -21,6 +21,7 @@ def test_real_student_parses_and_is_sometimes_right(tiny_vlm_dir):
     assert r["parse_rate"] >= 0.9, r
     assert 0 < r["correct"] < r["parsed"], r  # both right and wrong answers occur
     assert r["mixed_mcqs"] > 0
+    assert r["image_tokens"] == 64  # the 224 px scene reached vLLM as (224 / 14 / 2)^2 image tokens
 
 
 def test_real_writer_yields_valid_mcqs(tiny_lm_dir):

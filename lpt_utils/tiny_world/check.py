@@ -91,6 +91,9 @@ def check_vlm(model_dir: str | Path, n_scenes: int = 60, samples: int = 4, tempe
         if len(examples) < 6:
             examples.append({"question": row["question"], "choices": row["choices"], "answer": row["answer"],
                              "output": out.outputs[0].text})
+    # how many image tokens the first scene became in vLLM's prompt (64 for a 224 px scene)
+    pad = tok.convert_tokens_to_ids("<|image_pad|>")
+    stats["image_tokens"] = list(outs[0].prompt_token_ids).count(pad) if outs else 0
     stats["parse_rate"] = round(stats["parsed"] / max(1, stats["samples"]), 3)
     stats["accuracy"] = round(stats["correct"] / max(1, stats["parsed"]), 3)
     stats["accuracy_by_kind"] = {k: round(a / max(1, n), 3) for k, (a, n) in sorted(by_kind.items())}
