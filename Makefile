@@ -43,7 +43,9 @@ figures: setup
 
 test: models
 	bash scripts/ensure_chromium.sh  # Debian's chromium (as root) for the exported-page render test
-	$(BIN)/python -m pytest -q --timeout=1800 --durations=15  # a hang guard per test (the notebook chain runs in the first test that uses it)
+	# Two workers, one core and one test file each at a time (tests/conftest.py pins them); a hang guard
+	# per test (the notebook chain runs in the first test of tests/test_notebooks.py that uses it).
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --timeout=1800 --durations=15
 
 # What the repository costs over vLLM and plain file reading, median of 3, into outputs/bench/ and the
 # README's table (about 10 minutes on 2 cores; a missed target is reported, not an error).

@@ -11,6 +11,47 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may load from the hub
 
+# `make test` runs two pytest-xdist workers, one test file each at a time (--dist loadfile, so a module
+# fixture such as the notebook chain is built once), handed out in collection order
+# (--no-loadscope-reorder). The chain's file goes first, so the other worker works through the rest
+# beside it; started half-way through, it would run alone at the end.
+FIRST = ("test_notebooks.py",)
+CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []  # before any pinning
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, pin worker N (and every process it starts: kernels, trainers, vLLM, Ray) to
+    core N mod the cores it may use. The tiny models' training and vLLM's CPU worker run one thread
+    each; unpinned, vLLM binds every engine to the same core ("auto" keeps the other for its
+    scheduler) and two workers' engines would wait on each other there."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... (absent without -n)
+    if not worker or not hasattr(os, "sched_setaffinity"):
+        return
+    core = CORES[int(worker.removeprefix("gw")) % len(CORES)]
+    os.sched_setaffinity(0, {core})
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = str(core)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in FIRST)  # stable: file order otherwise
+
+
+@pytest.fixture
+def all_cores():
+    """Lift a worker's pinning for one test: the test and what it starts may use every core. For Ray,
+    which starts half a dozen daemons at once and gives its raylet 30 s to register: on one core
+    beside the other worker's load it once missed that (1 run in 4)."""
+    if not CORES:
+        yield
+        return
+    pinned = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, CORES)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
+
 
 @pytest.fixture(scope="session")
 def models_dir() -> Path:

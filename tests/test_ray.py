@@ -20,7 +20,7 @@ def _requests(n: int) -> list[GenerationRequest]:
                               meta={"i": i}) for i in range(n)]
 
 
-def test_a_pool_of_ray_actors_answers_as_one_process_does(tmp_path, resolve, tiny_lm_dir):
+def test_a_pool_of_ray_actors_answers_as_one_process_does(tmp_path, resolve, tiny_lm_dir, all_cores):
     cfg = EngineConfig(model="tiny:lm", max_model_len=1024, batch_size=4)
     requests = _requests(16)
     local = make_engine(cfg, resolve)
