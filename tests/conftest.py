@@ -22,8 +22,8 @@ CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
 def pytest_configure(config):
     """Under pytest-xdist, pin worker N (and every process it starts: kernels, trainers, vLLM, Ray) to
     core N mod the cores it may use. The tiny models' training and vLLM's CPU worker run one thread
-    each; unpinned, vLLM binds every engine to the same core ("auto" keeps the other for its
-    scheduler) and two workers' engines would wait on each other there."""
+    each; unpinned, vLLM's "auto" binding picks its core from the machine alone (keeping one for its
+    scheduler), so two workers' engines would share one core and wait on each other there."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... (absent without -n)
     if not worker or not hasattr(os, "sched_setaffinity"):
         return

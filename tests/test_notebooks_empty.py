@@ -27,4 +27,3 @@ def test_a_run_with_nothing_valid_writes_empty_artifacts_and_says_why(tmp_path):
     assert len(run.stage("simple_cot").load()) == 0
     with pytest.raises(papermill.PapermillExecutionError, match="NothingToTrain"):
         run_notebook(notebooks(["05"])[0], "tiny", "empty", overrides, out_dir=tmp_path / "executed")
-
