@@ -22,8 +22,9 @@ CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
 def pytest_configure(config):
     """Under pytest-xdist, pin worker N (and every process it starts: kernels, trainers, vLLM, Ray) to
     core N mod the cores it may use. The tiny models' training and vLLM's CPU worker run one thread
-    each; unpinned, vLLM's "auto" binding picks its core from the machine alone (keeping one for its
-    scheduler), so two workers' engines would share one core and wait on each other there."""
+    each. vLLM's "auto" binding (read in vLLM 0.32's `ompmultiprocessing.py`) keeps one of the cores
+    the process may use for its scheduler and binds to the rest: unpinned, both workers' engines would
+    bind to the same core; pinned, "auto" would have no core left, so the binding is named here."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... (absent without -n)
     if not worker or not hasattr(os, "sched_setaffinity"):
         return
