@@ -64,9 +64,9 @@ def _row(answer: str, thought: str, choices: str = "(A) red\n(B) light blue\n(C)
 @pytest.mark.parametrize("answer, letter, renamed", [
     ("(D)", "D", "(B)"),                        # Qwen2.5-VL's usual letter form
     ("D.", "D", "B."),
-    ("(D) blue", "D", "(B) light blue"),          # letter and text; "blue" inside "light blue" is left alone
+    ("(D) blue", "D", "(B) light blue"),          # the letter and the text it gives, both renamed
     ("blue", "D", "light blue"),                  # the option's text (the tiny student's form)
-    (" Blue ", "D", " light blue "),           # its spacing kept
+    (" Blue ", "D", " light blue "),              # any case; the spacing kept
 ])
 def test_an_answer_is_renamed_in_its_own_form(answer, letter, renamed):
     row = _row(answer, "Hmm, the mug looks light blue at first. Wait, under the lamp it is plainly blue.")
@@ -186,7 +186,7 @@ def _answers_off_by_one(original):
 
 def _next_letter(row) -> str:
     options, letter, _ = likelihood.named_option(row)
-    return "ABCDEFGHIJ"[("ABCDEFGHIJ".index(letter) + 1) % len(options)]
+    return likelihood.LETTERS[(likelihood.LETTERS.index(letter) + 1) % len(options)]
 
 
 BROKEN = {
