@@ -65,13 +65,17 @@ class StageSpec:
     row_key: tuple[str, ...] = ()
     optional_upstream: tuple[str, ...] = ()
     part_files: tuple[str, ...] = ()  # other parquet files each part writes, joined by `merge`
+    # manifest tables of counts that `merge` sums over the parts: (key, label column, numerator,
+    # denominator); each label's `share` is recomputed from the summed numerator and denominator
+    summed_tables: tuple[tuple[str, str, str, str], ...] = ()
 
 
 SPECS: tuple[StageSpec, ...] = (
     # where a caption source writes files (the synthetic scenes, images exported from a dataset)
     StageSpec("sources", "00_sources", "01_captions_to_mcq", ("data", "plugins.caption_sources")),
     StageSpec("mcq", "01_mcq", "01_captions_to_mcq", ("data", "plugins.caption_sources", "mcq"),
-              record=MCQ, row_key=("mcq_id",)),
+              record=MCQ, row_key=("mcq_id",),
+              summed_tables=(("ground_truth_agreement", "question_type", "agree", "graded"),)),
     StageSpec("simple_cot", "02_simple_cot", "02_simple_cot", ("student.engine", "simple_cot"),
               upstream=("mcq",), record=SimpleCoT, row_key=("response_id",)),
     # the student's tokenizer counts the thoughts' tokens; the judge counts behaviours
@@ -256,7 +260,9 @@ class Stage:
     def merge(self, expected: int | None = None) -> Path:
         """Join the parts into the stage's file: rows repeated across parts (same `row_key`) are kept
         once and counted; funnels are summed step by step; each part's counts are kept; the stage's
-        `part_files` (03's `behaviours.parquet`) are concatenated beside it. With
+        `part_files` (03's `behaviours.parquet`) are concatenated beside it; the spec's `summed_tables`
+        (01's ground-truth agreement) are summed, every other extra manifest entry is kept per part under
+        `part_extras`. With
         `expected`, fewer parts than that is an error naming the missing ones' count."""
         names = self.parts()
         if not names:
@@ -278,7 +284,12 @@ class Stage:
         funnel = _sum_funnels([m["funnel"] for m in manifests])
         counts = {"parts": {n: m["counts"] for n, m in zip(names, manifests)},
                   "repeated_across_parts": before - len(df)}
-        return self.write(df, funnel=funnel, counts=counts)
+        extras = [{k: v for k, v in m.items() if k not in _MANIFEST_KEYS} for m in manifests]
+        extra = {key: _sum_table([e.get(key) for e in extras], label, num, den)
+                 for key, label, num, den in self.spec.summed_tables}
+        if any(extras):
+            extra["part_extras"] = {n: e for n, e in zip(names, extras) if e}
+        return self.write(df, funnel=funnel, counts=counts, extra=extra)
 
 
 def shard_of(key: str, num_shards: int) -> int:
@@ -309,6 +320,28 @@ def take_shard(rows, key, shard_index: int, num_shards: int):
 def _identity(manifest: dict[str, Any]) -> dict[str, str]:
     """What a downstream stage records of an upstream one: its settings hash and its data hash."""
     return {"settings_hash": manifest.get("settings_hash", ""), "data_hash": manifest.get("data_hash", "")}
+
+
+_MANIFEST_KEYS = {"stage", "rows", "settings_hash", "inputs", "data_hash", "counts", "funnel", "written_at", "part"}
+
+
+def _sum_table(tables: list[list[dict[str, Any]] | None], label: str, num: str, den: str) -> list[dict[str, Any]] | None:
+    """Rows of count tables summed by `label` (numeric columns added; `share` = num / den again, None
+    without a denominator); None when a part has no table (a sum over some parts would read as all).
+    Rows in label order, a total row labelled "all" last."""
+    if not tables or any(t is None for t in tables):
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        for row in table:
+            acc = out.setdefault(row[label], {label: row[label]})
+            for k, v in row.items():
+                if k not in (label, "share") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    acc[k] = acc.get(k, 0) + v
+    rows = sorted(out.values(), key=lambda r: (r[label] == "all", str(r[label])))
+    for r in rows:
+        r["share"] = round(r[num] / r[den], 3) if r.get(den) else None
+    return rows
 
 
 def _sum_funnels(funnels: list[list[dict[str, Any]]]) -> Funnel:

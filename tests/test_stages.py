@@ -124,6 +124,34 @@ def test_parts_merge_without_repeats_and_sum_their_funnels(tmp_path):
     assert stage.status()
 
 
+def test_a_merge_sums_the_ground_truth_agreement_and_keeps_each_parts_extras(tmp_path):
+    """Stage 1 run as shards: the merged manifest carries the writer's agreement over all parts (counts
+    summed, shares recomputed), not only per part, and each part's other extras (its source report)."""
+    from lpt_utils.pipeline.mcq import ground_truth_agreement
+
+    stage = _run(tmp_path).stage("mcq")
+    rows = _mcqs(5).to_dict("records")
+    rows[3]["question_type"] = "counting and quantification"
+    verdicts = [True, False, None, True, True]
+    for k, (lo, hi) in enumerate(((0, 3), (3, 5))):
+        stage.write(pd.DataFrame(rows[lo:hi]), part=f"{k}-of-2",
+                    extra={"source": {"images": hi - lo}, "ground_truth_agreement": ground_truth_agreement(
+                        rows[lo:hi], verdicts[lo:hi])})
+    stage.merge(expected=2)
+    m = stage.manifest()
+    assert m["ground_truth_agreement"] == ground_truth_agreement(rows, verdicts)  # as one process would
+    assert [r["question_type"] for r in m["ground_truth_agreement"]] == [
+        "counting and quantification", "recognition", "all"]
+    assert m["ground_truth_agreement"][-1] == {"question_type": "all", "mcqs": 5, "graded": 4, "agree": 3,
+                                               "share": 0.75}
+    assert m["part_extras"]["1-of-2"]["source"] == {"images": 2}
+
+    # a part written without a grader: no total that would read as covering every part
+    stage.write(pd.DataFrame(rows[3:]), part="1-of-2", extra={"ground_truth_agreement": None})
+    stage.merge(expected=2)
+    assert stage.manifest()["ground_truth_agreement"] is None
+
+
 def test_rerun_stale_runs_the_chain_from_the_first_stale_stage(tmp_path):
     from lpt_utils.reproduce import stale_chain
 
