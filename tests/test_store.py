@@ -535,3 +535,44 @@ def test_get_many_reads_what_get_reads_across_files_in_any_order(tmp_path: Path)
         assert len({id(r) for r in many}) == len(many)  # a key asked twice: two objects
     with pytest.raises(KeyError):
         store.get_many([keys[0], "nope"])
+
+
+def test_a_run_moved_to_another_folder_is_served_from_its_store(tmp_path: Path):
+    """Request keys name each image by its bytes, not its path: a run copied to another folder (or
+    machine) calls no model again, while other bytes under the same file name are a new request."""
+    import shutil
+
+    from PIL import Image
+
+    def requests(folder: Path) -> list[GenerationRequest]:
+        return [GenerationRequest(messages=[{"role": "user", "content": [
+            {"type": "image", "image": str(folder / "images" / f"{i}.png")}, {"type": "text", "text": "Colour?"}]}],
+            sampling=SamplingSettings(n=2)) for i in range(2)]
+
+    class ImageEngine(CountingEngine):
+        def generate(self, requests):
+            self.seen += [r.image_paths()[0] for r in requests]
+            return [GenerationResult(key=r.key(self.fingerprint), texts=["seen"] * 2, num_tokens=[1, 1],
+                                     finish_reasons=["stop"] * 2) for r in requests]
+
+    run = tmp_path / "run"
+    (run / "images").mkdir(parents=True)
+    for i, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (8, 8), colour).save(run / "images" / f"{i}.png")
+    first = ImageEngine()
+    run_requests(first, requests(run), RequestStore(run / "gen.jsonl"))
+    assert len(first.seen) == 2
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, moved)
+    again = ImageEngine()
+    out = run_requests(again, requests(moved), RequestStore(moved / "gen.jsonl"))
+    assert again.seen == [] and out.stats.from_store == 2
+
+    image = moved / "images" / "0.png"
+    Image.new("RGB", (8, 8), "green").save(image)
+    later = image.stat().st_mtime + 10  # the digest is memoised per (path, mtime): make the change visible
+    os.utime(image, (later, later))
+    changed = ImageEngine()
+    out = run_requests(changed, requests(moved), RequestStore(moved / "gen.jsonl"))
+    assert changed.seen == [str(image)] and out.stats.from_store == 1

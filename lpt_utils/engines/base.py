@@ -70,21 +70,32 @@ class GenerationRequest:
         return paths
 
     def key(self, engine_fingerprint: str) -> str:
-        """Hash of everything that shapes the output: engine (model + its settings), messages,
-        image bytes, prefix, sampling settings and the template version."""
-        h = hashlib.sha256()
+        """Hash of everything that shapes the output: engine (model + its settings), messages with
+        each image named by its bytes (never its path: a run moved to another folder or machine is
+        served from its store, and the same picture under two names is one request), prefix,
+        sampling settings and the template version."""
         payload = {
             "engine": engine_fingerprint,
-            "messages": self.messages,
+            "messages": self._messages_by_content(),
             "prompt": self.prompt,
             "assistant_prefix": self.assistant_prefix,
             "sampling": asdict(self.sampling),
             "template_version": TEMPLATE_VERSION,
         }
-        h.update(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode())
-        for p in self.image_paths():
-            h.update(file_digest(p).encode())
-        return h.hexdigest()[:32]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
+
+    def _messages_by_content(self) -> list[dict[str, Any]] | None:
+        """The messages with each image part's path replaced by the sha256 of the file's bytes."""
+        if self.messages is None:
+            return None
+        out = []
+        for m in self.messages:
+            content = m.get("content")
+            if isinstance(content, list):
+                content = [{**part, "image": "sha256:" + file_digest(part["image"])} if part.get("type") == "image"
+                           else part for part in content]
+            out.append({**m, "content": content})
+        return out
 
 
 @dataclass
