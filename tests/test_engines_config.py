@@ -73,6 +73,30 @@ def test_model_identity_follows_the_weights(tmp_path: Path):
     assert model_identity(str(tmp_path)) == "recipe:abc"
 
 
+def test_a_trained_model_folder_is_fingerprinted_by_what_it_holds_not_where_it_is(tmp_path: Path):
+    """A run's own trained model (05_sft/model) copied elsewhere keeps its fingerprint, so the moved
+    run's stored calls to it are served; its chat template or weights changing does not."""
+    import shutil
+
+    from lpt_utils.engines.common import fingerprint
+
+    def fp(folder: Path) -> str:
+        return fingerprint("vllm", EngineConfig(model=str(folder)), model_identity(str(folder)))
+
+    a = tmp_path / "run" / "05_sft" / "model"
+    a.mkdir(parents=True)
+    (a / "config.json").write_text("{}")
+    (a / "model.safetensors").write_bytes(b"w" * 100)
+    (a / "chat_template.jinja").write_text("{{ messages }}")
+    b = tmp_path / "moved" / "05_sft" / "model"
+    shutil.copytree(a, b)
+    assert fp(a) == fp(b) and str(a) not in fp(a)
+    (b / "chat_template.jinja").write_text("{{ messages | reverse }}")
+    assert fp(a) != fp(b)
+    assert fingerprint("vllm", EngineConfig(model="Qwen/Qwen2.5-VL-7B-Instruct"), "").startswith(
+        "backend=vllm|model=Qwen/Qwen2.5-VL-7B-Instruct|")  # a hub id names the model
+
+
 def test_safe_url_drops_credentials():
     assert safe_url("https://user:sk-secret@host.example:8443/v1/?key=sk-secret") == "https://host.example:8443/v1"
 

@@ -16,6 +16,10 @@ from .config import EngineConfig
 log = logging.getLogger(__name__)
 
 _EDGE_BYTES = 1 << 20  # bytes hashed at each end of a weight file
+# What else in a model folder shapes its outputs (tokenizer, chat template, image processor, the
+# generation defaults vLLM reads), hashed whole into a local model's identity.
+_TEXT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+               "chat_template.json", "preprocessor_config.json", "processor_config.json", "generation_config.json")
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,10 @@ def model_identity(model_path: str) -> str:
     """A short string that changes when a local model's weights change.
 
     - A directory with `recipe_hash.txt` (tiny models write it): that hash.
-    - Another local directory: sha256 over config.json and, for each weight file, its name, size
-      and the bytes of its first and last MiB — cheap even for 7B checkpoints, and different after
-      any re-training that rewrites the weights, so stored results are not reused for a new model.
+    - Another local directory: sha256 over config.json, the tokenizer, chat-template, processor and
+      generation-config files and, for each weight file, its name, size and the bytes of its first and
+      last MiB — cheap even for 7B checkpoints, and different after any re-training that rewrites the
+      weights, so stored results are not reused for a new model.
     - A hub id: "" (the id itself is the identity).
     """
     p = Path(model_path)
@@ -58,8 +63,9 @@ def model_identity(model_path: str) -> str:
     if recipe.exists():
         return "recipe:" + recipe.read_text().strip()
     h = hashlib.sha256()
-    if (p / "config.json").exists():
-        h.update((p / "config.json").read_bytes())
+    for name in ("config.json", *_TEXT_FILES):
+        if (p / name).is_file():
+            h.update(name.encode() + b"\0" + (p / name).read_bytes())
     for f in sorted(p.iterdir()):
         if f.suffix in (".safetensors", ".bin", ".pt") and f.is_file():
             size = f.stat().st_size
@@ -90,11 +96,12 @@ def safe_url(url: str | None) -> str:
 
 def fingerprint(backend: str, cfg: EngineConfig, identity: str, **extra: Any) -> str:
     """Readable engine fingerprint: backend, model as configured (e.g. "tiny:vlm" rather than the
-    directory it resolved to, so results survive moving the models folder), its identity, and the
-    settings that change outputs."""
+    directory it resolved to, so results survive moving the models folder; a local folder that has an
+    identity is named by it alone, so a run's own trained models keep their stored calls when the run
+    is moved), its identity, and the settings that change outputs."""
     parts = {
         "backend": backend,
-        "model": cfg.model,
+        "model": "local folder" if identity.startswith("weights:") else cfg.model,
         "identity": identity,
         "dtype": cfg.dtype,
         "max_model_len": cfg.max_model_len,
