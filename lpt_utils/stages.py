@@ -325,7 +325,8 @@ def _identity(manifest: dict[str, Any]) -> dict[str, str]:
 _MANIFEST_KEYS = {"stage", "rows", "settings_hash", "inputs", "data_hash", "counts", "funnel", "written_at", "part"}
 
 
-def _sum_table(tables: list[list[dict[str, Any]] | None], label: str, num: str, den: str) -> list[dict[str, Any]] | None:
+def _sum_table(tables: list[list[dict[str, Any]] | None], label: str, num: str,
+               den: str) -> list[dict[str, Any]] | None:
     """Rows of count tables summed by `label` (numeric columns added; `share` = num / den again, None
     without a denominator); None when a part has no table (a sum over some parts would read as all).
     Rows in label order, a total row labelled "all" last."""

@@ -71,8 +71,8 @@ class GenerationRequest:
 
     def key(self, engine_fingerprint: str) -> str:
         """Hash of everything that shapes the output: engine (model + its settings), messages with
-        each image named by its bytes (never its path: a run moved to another folder or machine is
-        served from its store, and the same picture under two names is one request), prefix,
+        each image named by its bytes (never its path: the same call made from a copy of the files
+        elsewhere is served from the copied store, and the same picture under two names is one request), prefix,
         sampling settings and the template version."""
         payload = {
             "engine": engine_fingerprint,

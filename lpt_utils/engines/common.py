@@ -97,8 +97,8 @@ def safe_url(url: str | None) -> str:
 def fingerprint(backend: str, cfg: EngineConfig, identity: str, **extra: Any) -> str:
     """Readable engine fingerprint: backend, model as configured (e.g. "tiny:vlm" rather than the
     directory it resolved to, so results survive moving the models folder; a local folder that has an
-    identity is named by it alone, so a run's own trained models keep their stored calls when the run
-    is moved), its identity, and the settings that change outputs."""
+    identity is named by it alone, so calls to a run's own trained models are found again from a copy
+    of the run elsewhere), its identity, and the settings that change outputs."""
     parts = {
         "backend": backend,
         "model": "local folder" if identity.startswith("weights:") else cfg.model,
