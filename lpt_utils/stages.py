@@ -47,6 +47,8 @@ from lpt_utils.artifacts import (
 from lpt_utils.records import MCQ, LongCoT, Prediction, SetSize, SimpleCoT, arrow_schema
 
 PARTS_DIR = "parts"
+# The entries `Stage.write` gives every manifest; anything else in one is a notebook's `extra`.
+_MANIFEST_KEYS = {"stage", "rows", "settings_hash", "inputs", "data_hash", "counts", "funnel", "written_at", "part"}
 
 
 @dataclass(frozen=True)
@@ -234,10 +236,14 @@ class Stage:
         atomically; with `part`, as one writer's part of the stage (`merge` joins them)."""
         table = self.table(df)
         folder = self.folder(part)
+        if clash := sorted(_MANIFEST_KEYS & set(extra or {})):
+            raise ValueError(f"{self.spec.folder}: extra manifest entries {clash} would overwrite the manifest's own")
         manifest = {"stage": self.spec.folder, "rows": table.num_rows, "settings_hash": self.hash,
                     "inputs": self._inputs(), "data_hash": data_hash(table), "counts": counts or {},
                     "funnel": (funnel or Funnel()).steps, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    **({"part": part} if part else {}), **(extra or {})}
+                    **({"part": part} if part else {})}
+        assert set(manifest) <= _MANIFEST_KEYS, "a new manifest entry belongs in _MANIFEST_KEYS"
+        manifest.update(extra or {})
         _write_atomically(folder, table, manifest)
         return folder
 
@@ -320,9 +326,6 @@ def take_shard(rows, key, shard_index: int, num_shards: int):
 def _identity(manifest: dict[str, Any]) -> dict[str, str]:
     """What a downstream stage records of an upstream one: its settings hash and its data hash."""
     return {"settings_hash": manifest.get("settings_hash", ""), "data_hash": manifest.get("data_hash", "")}
-
-
-_MANIFEST_KEYS = {"stage", "rows", "settings_hash", "inputs", "data_hash", "counts", "funnel", "written_at", "part"}
 
 
 def _sum_table(tables: list[list[dict[str, Any]] | None], label: str, num: str,

@@ -74,8 +74,9 @@ def test_model_identity_follows_the_weights(tmp_path: Path):
 
 
 def test_a_trained_model_folder_is_fingerprinted_by_what_it_holds_not_where_it_is(tmp_path: Path):
-    """A run's own trained model (05_sft/model) copied elsewhere keeps its fingerprint, so the moved
-    run's stored calls to it are served; its chat template or weights changing does not."""
+    """A run's own trained model (05_sft/model) copied elsewhere keeps its fingerprint, so calls to it
+    from a copy of the run find their stored results; a changed chat template changes it (changed
+    weights: `test_model_identity_follows_the_weights`)."""
     import shutil
 
     from lpt_utils.engines.common import fingerprint

@@ -146,6 +146,9 @@ def test_a_merge_sums_the_ground_truth_agreement_and_keeps_each_parts_extras(tmp
                                                "share": 0.75}
     assert m["part_extras"]["1-of-2"]["source"] == {"images": 2}
 
+    with pytest.raises(ValueError, match=r"would overwrite the manifest's own"):
+        stage.write(pd.DataFrame(rows[3:]), part="1-of-2", extra={"counts": {}})
+
     # a part written without a grader: no total that would read as covering every part
     stage.write(pd.DataFrame(rows[3:]), part="1-of-2", extra={"ground_truth_agreement": None})
     stage.merge(expected=2)

@@ -537,9 +537,9 @@ def test_get_many_reads_what_get_reads_across_files_in_any_order(tmp_path: Path)
         store.get_many([keys[0], "nope"])
 
 
-def test_a_run_moved_to_another_folder_is_served_from_its_store(tmp_path: Path):
-    """Request keys name each image by its bytes, not its path: a run copied to another folder (or
-    machine) calls no model again, while other bytes under the same file name are a new request."""
+def test_a_copy_of_a_run_elsewhere_is_served_from_the_copied_store(tmp_path: Path):
+    """Request keys name each image by its bytes, not its path: the same requests made from a copy of
+    the run's folder call no model again, while other bytes under the same file name are a new request."""
     import shutil
 
     from PIL import Image

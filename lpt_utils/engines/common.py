@@ -16,6 +16,7 @@ from .config import EngineConfig
 log = logging.getLogger(__name__)
 
 _EDGE_BYTES = 1 << 20  # bytes hashed at each end of a weight file
+WEIGHTS_IDENTITY = "weights:"  # how a local folder's content identity starts (`model_identity`)
 # What else in a model folder shapes its outputs (tokenizer, chat template, image processor, the
 # generation defaults vLLM reads), hashed whole into a local model's identity.
 _TEXT_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -75,7 +76,7 @@ def model_identity(model_path: str) -> str:
                 if size > 2 * _EDGE_BYTES:
                     fh.seek(size - _EDGE_BYTES)
                     h.update(fh.read(_EDGE_BYTES))
-    return "weights:" + h.hexdigest()[:16]
+    return WEIGHTS_IDENTITY + h.hexdigest()[:16]
 
 
 def model_info(model_path: str) -> ModelInfo:
@@ -101,7 +102,7 @@ def fingerprint(backend: str, cfg: EngineConfig, identity: str, **extra: Any) ->
     of the run elsewhere), its identity, and the settings that change outputs."""
     parts = {
         "backend": backend,
-        "model": "local folder" if identity.startswith("weights:") else cfg.model,
+        "model": "local folder" if identity.startswith(WEIGHTS_IDENTITY) else cfg.model,
         "identity": identity,
         "dtype": cfg.dtype,
         "max_model_len": cfg.max_model_len,
