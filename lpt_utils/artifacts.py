@@ -21,6 +21,10 @@ import pyarrow as pa
 
 DATA_FILE = "data.parquet"
 MANIFEST_FILE = "manifest.json"
+# Where the run's folder was when a stage wrote it (a manifest entry), and the columns whose paths
+# inside that folder follow the run when it is moved or copied (`rebase_paths`).
+RUN_DIR_KEY = "run_dir"
+PATH_COLUMNS = ("image_path",)
 
 
 def settings_hash(obj: Any) -> str:
@@ -90,11 +94,47 @@ def read_manifest(stage_dir: Path) -> dict[str, Any]:
 
 
 def load_stage(stage_dir: Path, as_pandas: bool = True):
-    """The rows of an earlier stage, as a DataFrame (default) or a `datasets.Dataset`."""
+    """The rows of an earlier stage, as a DataFrame (default) or a `datasets.Dataset`, with their
+    paths inside the run's folder where that folder is now (`rebase_paths`)."""
     read_manifest(stage_dir)  # clear error when the stage has not run
-    path = Path(stage_dir) / DATA_FILE
+    df = read_rows(Path(stage_dir) / DATA_FILE)
     if as_pandas:
-        return pd.read_parquet(path)
+        return df
     import datasets
 
-    return datasets.Dataset.from_parquet(str(path))
+    return datasets.Dataset.from_pandas(df, preserve_index=False)
+
+
+def read_rows(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A parquet file of a stage's folder (its `data.parquet`, 04's training sets), with the paths it
+    records inside the run's folder rebased onto where that folder is now (`rebase_paths`)."""
+    path = Path(path)
+    return rebase_paths(pd.read_parquet(path, columns=columns), path.parent)
+
+
+def rebase_paths(df: pd.DataFrame, stage_dir: Path) -> pd.DataFrame:
+    """`df`, read from a file of `stage_dir` (a stage's folder, or one part's), with each path of
+    `PATH_COLUMNS` that lay inside the run's folder when the stage was written (the manifest's
+    `run_dir`) moved to the same place inside the folder the run is in now; other paths (a DOCCI
+    folder elsewhere) and files written before manifests recorded `run_dir` are left as they are.
+
+    A stage's files keep the absolute paths they were written with: their data hash, and so what
+    later stages recorded of them, does not change when a run is moved, copied or mounted elsewhere
+    (an array job's nodes), and each reader sees the paths of the run where it is read."""
+    stage_dir = Path(stage_dir)
+    mpath = stage_dir / MANIFEST_FILE
+    if not mpath.exists() or not any(c in df.columns for c in PATH_COLUMNS):
+        return df
+    manifest = json.loads(mpath.read_text())
+    was = manifest.get(RUN_DIR_KEY)
+    # a stage's folder sits in the run's folder; a part's in <run>/<stage>/parts/
+    now = str((stage_dir.parents[2] if manifest.get("part") else stage_dir.parent).resolve())
+    if not was or was == now:
+        return df
+    prefix = was.rstrip(os.sep) + os.sep
+    df = df.copy()
+    for col in PATH_COLUMNS:
+        if col in df.columns:
+            df[col] = [os.path.join(now, p[len(prefix):]) if isinstance(p, str) and p.startswith(prefix) else p
+                       for p in df[col]]
+    return df

@@ -21,6 +21,11 @@ reports without refusing (figures and the inspector read old runs that way).
 (`take_shard`: by a hash of the MCQ id) and call `write(..., part=part_name(i, n))`; `merge()` joins
 the parts into the stage's file, drops rows repeated across parts (by `row_key`) and counts them, and
 sums their funnels.
+
+**Moving a run.** A manifest records where the run's folder was (`run_dir`); reading a stage's files
+(`load`, `merge`) moves each image path that lay inside it to where the run is now
+(`artifacts.rebase_paths`), so a run copied elsewhere, or parts written on nodes that mount it at other
+paths, read their images where they are; the files and their data hashes are left as written.
 """
 
 from __future__ import annotations
@@ -40,15 +45,18 @@ import pyarrow.parquet as pq
 from lpt_utils.artifacts import (
     DATA_FILE,
     MANIFEST_FILE,
+    RUN_DIR_KEY,
     Funnel,
     data_hash,
+    read_rows,
     settings_hash,
 )
 from lpt_utils.records import MCQ, LongCoT, Prediction, SetSize, SimpleCoT, arrow_schema
 
 PARTS_DIR = "parts"
 # The entries `Stage.write` gives every manifest; anything else in one is a notebook's `extra`.
-_MANIFEST_KEYS = {"stage", "rows", "settings_hash", "inputs", "data_hash", "counts", "funnel", "written_at", "part"}
+_MANIFEST_KEYS = {"stage", "rows", "settings_hash", "inputs", "data_hash", "counts", "funnel", "written_at", "part",
+                  RUN_DIR_KEY}
 
 
 @dataclass(frozen=True)
@@ -209,12 +217,13 @@ class Stage:
             raise StaleStage(f"run {self.run_dir.name}: {st}")
 
     def load(self, check: bool = True, file: str = DATA_FILE) -> pd.DataFrame:
-        """The stage's rows (or another of its parquet files), after `check()` unless told not to."""
+        """The stage's rows (or another of its parquet files), after `check()` unless told not to; image
+        paths inside the run's folder point to where the run is now (`artifacts.rebase_paths`)."""
         if check:
             self.check()
         elif self.manifest() is None:
             raise FileNotFoundError(f"{self.dir / MANIFEST_FILE} does not exist: run {self.spec.notebook} first")
-        return pd.read_parquet(self.dir / file)
+        return read_rows(self.dir / file)
 
     # ------------------------------------------------------------------------- writing
 
@@ -241,7 +250,7 @@ class Stage:
         manifest = {"stage": self.spec.folder, "rows": table.num_rows, "settings_hash": self.hash,
                     "inputs": self._inputs(), "data_hash": data_hash(table), "counts": counts or {},
                     "funnel": (funnel or Funnel()).steps, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    **({"part": part} if part else {})}
+                    RUN_DIR_KEY: str(self.run_dir.resolve()), **({"part": part} if part else {})}
         assert set(manifest) <= _MANIFEST_KEYS, "a new manifest entry belongs in _MANIFEST_KEYS"
         manifest.update(extra or {})
         _write_atomically(folder, table, manifest)
@@ -279,7 +288,8 @@ class Stage:
         hashes = {m["settings_hash"] for m in manifests}
         if hashes != {self.hash}:
             raise StaleStage(f"{self.spec.folder}: parts written with other settings than the current ones")
-        df = pd.concat([pd.read_parquet(self.dir / PARTS_DIR / n / DATA_FILE) for n in names], ignore_index=True)
+        # each part's paths as seen from here (parts written on nodes that mount the run elsewhere)
+        df = pd.concat([read_rows(self.dir / PARTS_DIR / n / DATA_FILE) for n in names], ignore_index=True)
         before = len(df)
         if self.spec.row_key:
             df = df.drop_duplicates(list(self.spec.row_key), keep="first").reset_index(drop=True)

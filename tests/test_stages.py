@@ -4,12 +4,14 @@ rows checked against their record, and parts written by several writers merged i
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lpt_utils import config, stages
+from lpt_utils import artifacts, config, stages
 from lpt_utils.artifacts import Funnel
 from lpt_utils.records import MCQ, SimpleCoT
 
@@ -179,3 +181,51 @@ def test_shards_split_by_mcq_id_whatever_the_row_order():
     assert stages.take_shard(df, "mcq_id", 0, 1) is df
     with pytest.raises(ValueError, match="shard_index 3 is not in 0..2"):
         stages.take_shard(df, "mcq_id", 3, 3)
+
+
+def _images(*paths: Path) -> list[str]:
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(p.name.encode())
+    return [str(p) for p in paths]
+
+
+def test_a_copied_run_reads_the_images_inside_the_copy_and_stays_current(tmp_path):
+    """A run copied elsewhere (another machine, another mount) with its original gone: its rows name the
+    images inside the copy, paths outside the run (a DOCCI folder) stay as they were, and no stage turns
+    stale, since the files themselves are not rewritten."""
+    run = _run(tmp_path)
+    inside, outside = _images(run.run_dir / "00_sources" / "images" / "a.png", tmp_path / "docci" / "b.png")
+    run.stage("mcq").write(_mcqs(2).assign(image_path=[inside, outside]))
+    run.stage("simple_cot").write(_simple(["m0", "m1"]).assign(image_path=[inside, outside]))
+    copy = tmp_path / "elsewhere" / "outputs"
+    shutil.copytree(run.run_dir.parent, copy)
+    shutil.rmtree(run.run_dir)
+
+    moved = config.open_run("r", outputs=copy)
+    here = str((copy / "r" / "00_sources" / "images" / "a.png").resolve())
+    for stage in ("mcq", "simple_cot"):
+        assert moved.stage(stage).status(), moved.stage(stage).status()
+        assert moved.stage(stage).load().image_path.tolist() == [here, outside]
+    assert Path(here).read_bytes() == b"a.png"
+    assert artifacts.load_stage(moved.stage("mcq").dir).image_path.tolist() == [here, outside]
+    assert artifacts.load_stage(moved.stage("mcq").dir, as_pandas=False)["image_path"] == [here, outside]
+    # the file keeps what it was written with; only readers see the run where it is
+    assert pd.read_parquet(moved.stage("mcq").dir / "data.parquet").image_path[0] == inside
+
+
+def test_parts_written_where_the_run_was_mounted_elsewhere_merge_onto_this_mount(tmp_path):
+    """An array job whose nodes mount the run's folder at different paths: each part records its own,
+    and the merged stage names every image where the run is mounted for the merge."""
+    node = _run(tmp_path / "node")
+    node.stage("mcq").write(_mcqs(2))
+    stage = node.stage("simple_cot")
+    stage.write(_simple(["m0"]).assign(image_path=_images(node.run_dir / "img" / "a.png")), part="0-of-2")
+    here = tmp_path / "login" / "outputs"
+    shutil.copytree(node.run_dir.parent, here)
+    login = config.open_run("r", outputs=here)
+    login.stage("simple_cot").write(_simple(["m1"]).assign(image_path=_images(login.run_dir / "img" / "b.png")),
+                                    part="1-of-2")
+    login.stage("simple_cot").merge(expected=2)
+    got = login.stage("simple_cot").load().sort_values("mcq_id").image_path.tolist()
+    assert got == [str((here / "r" / "img" / n).resolve()) for n in ("a.png", "b.png")]

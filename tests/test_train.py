@@ -194,6 +194,30 @@ def test_load_sft_rows_counts_what_cannot_train(data_dir, tmp_path):
         td.load_sft_rows(tmp_path, "sft_simple")
 
 
+def test_training_rows_written_where_the_run_was_find_their_images_where_it_is(data_dir, tmp_path):
+    """04's sets written on a machine where the run lay elsewhere (its manifest says where) train here:
+    no row is lost as a missing image. Without that record the same rows are counted as missing."""
+    run = tmp_path / "run"
+    shutil.copytree(data_dir.parent, run)
+    was = "/mnt/node7/outputs/run"
+    stage4 = run / "04_training_data"
+    for f in stage4.glob("*.parquet"):
+        df = pd.read_parquet(f)
+        if "image_path" not in df:
+            continue
+        df["image_path"] = [p.replace(str(data_dir.parent.resolve()), was) for p in df.image_path]
+        df.to_parquet(f, index=False)
+    (stage4 / "manifest.json").write_text(json.dumps({"stage": "04_training_data", "run_dir": was}))
+    rows, funnel = td.load_sft_rows(stage4)
+    assert len(rows) == 16 and funnel.steps[0]["dropped"] == {}
+    assert all(p.startswith(str(run.resolve()) + "/00_sources/") for p in rows.image_path)
+    pairs, _ = td.load_dpo_rows(stage4, ["O", "X→O"])
+    assert len(pairs) == 16
+    (stage4 / "manifest.json").unlink()
+    rows, funnel = td.load_sft_rows(stage4)
+    assert len(rows) == 0 and funnel.steps[0]["dropped"] == {"missing_image": 16}
+
+
 def test_load_dpo_rows_by_family(data_dir, tmp_path):
     both, _ = td.load_dpo_rows(data_dir, ["O", "X→O"])
     xo, _ = td.load_dpo_rows(data_dir, ["X→O"])

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from lpt_utils.artifacts import Funnel
+from lpt_utils.artifacts import Funnel, read_rows
 from lpt_utils.engines.images import load_image
 from lpt_utils.records import DPO_COLUMNS, MCQ, SFT_COLUMNS, columns
 
@@ -43,7 +43,7 @@ VAL_COLUMNS = columns(MCQ)  # the held-out MCQs are stage 1's rows
 def _read_parquet(path: Path, columns: Iterable[str], what: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run notebook 04 (training data) first")
-    df = pd.read_parquet(path)
+    df = read_rows(path)  # image paths inside a moved run's folder point into it where it is now
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{path.name}: missing column(s) {', '.join(missing)} of the {what} contract "

@@ -94,7 +94,7 @@ def _training_sets(stage_dir: Path, names: tuple[str, ...], columns: tuple[str, 
     for name in names:
         p = stage_dir / f"{name}.parquet"
         if p.exists():
-            out[name] = pd.read_parquet(p, columns=list(columns))
+            out[name] = artifacts.read_rows(p, columns=list(columns))
     return out
 
 
