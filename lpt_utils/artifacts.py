@@ -115,8 +115,10 @@ def read_rows(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 def rebase_paths(df: pd.DataFrame, stage_dir: Path) -> pd.DataFrame:
     """`df`, read from a file of `stage_dir` (a stage's folder, or one part's), with each path of
     `PATH_COLUMNS` that lay inside the run's folder when the stage was written (the manifest's
-    `run_dir`) moved to the same place inside the folder the run is in now; other paths (a DOCCI
-    folder elsewhere) and files written before manifests recorded `run_dir` are left as they are.
+    `run_dir`) moved to the same place inside the folder the run is in now, where a file is there;
+    a path with no file there (a stage folder copied into another run without the images) keeps
+    what it recorded. Other paths (a DOCCI folder elsewhere) and files written before manifests
+    recorded `run_dir` are left as they are.
 
     A stage's files keep the absolute paths they were written with: their data hash, and so what
     later stages recorded of them, does not change when a run is moved, copied or mounted elsewhere
@@ -132,9 +134,16 @@ def rebase_paths(df: pd.DataFrame, stage_dir: Path) -> pd.DataFrame:
     if not was or was == now:
         return df
     prefix = was.rstrip(os.sep) + os.sep
+
+    def here(p: Any) -> Any:
+        if not (isinstance(p, str) and p.startswith(prefix)):
+            return p
+        moved = os.path.join(now, p[len(prefix):])
+        return moved if os.path.exists(moved) else p
+
     df = df.copy()
     for col in PATH_COLUMNS:
         if col in df.columns:
-            df[col] = [os.path.join(now, p[len(prefix):]) if isinstance(p, str) and p.startswith(prefix) else p
-                       for p in df[col]]
+            seen = {p: here(p) for p in df[col].dropna().unique()}
+            df[col] = [seen.get(p, p) if isinstance(p, str) else p for p in df[col]]
     return df

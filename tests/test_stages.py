@@ -214,6 +214,17 @@ def test_a_copied_run_reads_the_images_inside_the_copy_and_stays_current(tmp_pat
     assert pd.read_parquet(moved.stage("mcq").dir / "data.parquet").image_path[0] == inside
 
 
+def test_a_stage_folder_copied_into_another_run_without_its_images_keeps_their_paths(tmp_path):
+    """Only a stage's folder copied into another run (its images left where they were): the rows keep
+    naming the images that exist."""
+    run = _run(tmp_path)
+    (inside,) = _images(run.run_dir / "00_sources" / "images" / "a.png")
+    run.stage("mcq").write(_mcqs(1).assign(image_path=[inside]))
+    other = _run(tmp_path, **{"paths.outputs": str(tmp_path / "other")})
+    shutil.copytree(run.stage("mcq").dir, other.stage("mcq").dir)
+    assert other.stage("mcq").load().image_path.tolist() == [inside]
+
+
 def test_parts_written_where_the_run_was_mounted_elsewhere_merge_onto_this_mount(tmp_path):
     """An array job whose nodes mount the run's folder at different paths: each part records its own,
     and the merged stage names every image where the run is mounted for the merge."""
