@@ -5,6 +5,7 @@
     python -m lpt_utils.reproduce --profile tiny --run tiny --rerun-stale   # only what is stale, in order
     python -m lpt_utils.reproduce --run big --only 02 --shard $SLURM_ARRAY_TASK_ID/8   # one task of an array job
     python -m lpt_utils.reproduce --run big --merge 02 --shards 8                        # then join the parts
+    (07 too: its merge checks the parts are all there, then runs 07 whole from their stored calls)
 
 Executed copies go to `outputs/<run>/notebooks/`; wall times to `outputs/<run>/timings.json`.
 """
@@ -71,7 +72,10 @@ def stale_chain(run: Run) -> list[str]:
     return names
 
 
-SHARDED = ("01", "02", "03")  # the notebooks that take shard_index / num_shards
+SHARDED = ("01", "02", "03", "07")  # the notebooks that take shard_index / num_shards
+# Merged by running the notebook whole once every part is there: its calls are all in the parts' stores,
+# and its scores, intervals and figures need every item (07's evaluation).
+SCORED_WHOLE = ("07",)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -86,12 +90,17 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def merge(run: Run, numbers: list[str], shards: int) -> list[Path]:
-    """Join the parts the shards of notebooks `numbers` wrote (each stage's `Stage.merge`)."""
+    """Join the parts the shards of notebooks `numbers` wrote (each stage's `Stage.merge`). For a
+    notebook of `SCORED_WHOLE`, only check that all `shards` parts are there: running it whole then
+    (`main` does) scores every item from the parts' stores."""
     out = []
     for nb in notebooks(numbers):
         for spec in SPECS:
             if spec.notebook == nb.stem and spec.record is not None:
-                out.append(run.stage(spec.key).merge(expected=shards))
+                if nb.name.startswith(SCORED_WHOLE):
+                    run.stage(spec.key).written_parts(shards)
+                else:
+                    out.append(run.stage(spec.key).merge(expected=shards))
     return out
 
 
@@ -124,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         for folder in merge(resolved, args.merge, args.shards):
             print(f"merged {folder}")
+        whole = [n for n in args.merge if n.startswith(SCORED_WHOLE)]
+        for nb in notebooks(whole) if whole else []:
+            print(f"[{time.strftime('%H:%M:%S')}] {nb.name} whole, its calls served from the parts' stores", flush=True)
+            print(f"    done -> {run_notebook(nb, args.profile, run, overrides, progress=True)}", flush=True)
         return
     if args.shard and not only:
         raise SystemExit(f"--shard runs one sharded notebook at a time: add --only, one of {', '.join(SHARDED)}")

@@ -272,6 +272,16 @@ class Stage:
         d = self.dir / PARTS_DIR
         return sorted(p.name for p in d.iterdir() if (p / MANIFEST_FILE).exists()) if d.exists() else []
 
+    def written_parts(self, expected: int | None = None) -> list[str]:
+        """The parts written so far; none, or with `expected` another number of them, is an error that
+        says how many there are."""
+        names = self.parts()
+        if not names:
+            raise FileNotFoundError(f"{self.dir / PARTS_DIR}: no parts to merge")
+        if expected is not None and len(names) != expected:
+            raise ValueError(f"{self.spec.folder}: {len(names)} of {expected} parts written ({', '.join(names)})")
+        return names
+
     def merge(self, expected: int | None = None) -> Path:
         """Join the parts into the stage's file: rows repeated across parts (same `row_key`) are kept
         once and counted; funnels are summed step by step; each part's counts are kept; the stage's
@@ -279,11 +289,7 @@ class Stage:
         (01's ground-truth agreement) are summed, every other extra manifest entry is kept per part under
         `part_extras`. With
         `expected`, fewer parts than that is an error naming the missing ones' count."""
-        names = self.parts()
-        if not names:
-            raise FileNotFoundError(f"{self.dir / PARTS_DIR}: no parts to merge")
-        if expected is not None and len(names) != expected:
-            raise ValueError(f"{self.spec.folder}: {len(names)} of {expected} parts written ({', '.join(names)})")
+        names = self.written_parts(expected)
         manifests = [json.loads((self.dir / PARTS_DIR / n / MANIFEST_FILE).read_text()) for n in names]
         hashes = {m["settings_hash"] for m in manifests}
         if hashes != {self.hash}:

@@ -655,3 +655,19 @@ def test_subset_intervals_say_whether_each_question_type_is_above_chance():
     released = ev.subset_intervals(pd.DataFrame(rows), rule="released").set_index("subset")
     assert (released.accuracy == 100).all()  # the rule's own column
     assert ev.subset_intervals(pd.DataFrame(rows).drop(columns="subset")).empty
+
+
+def test_shards_of_the_benchmarks_take_every_item_once_whatever_the_file_order():
+    benchmarks = {"vstar": [BenchItem("vstar", str(i), "q", ["a", "b"], "A") for i in range(40)],
+                  "mmvp": [BenchItem("mmvp", str(i), "q", ["a", "b"], "A") for i in range(40)]}
+    shards = [ev.shard_benchmarks(benchmarks, i, 3) for i in range(3)]
+    for name, items in benchmarks.items():
+        taken = [it.item_id for s in shards for it in s[name]]
+        assert sorted(taken) == sorted(it.item_id for it in items) and all(s[name] for s in shards)
+        assert [it.item_id for it in shards[1][name]] == [it.item_id for it in items if it in shards[1][name]]
+    # the same ids under two benchmarks are two items, each drawn on its own
+    assert [it.item_id for it in shards[0]["vstar"]] != [it.item_id for it in shards[0]["mmvp"]]
+    reordered = ev.shard_benchmarks({k: v[::-1] for k, v in benchmarks.items()}, 1, 3)
+    assert {k: {it.item_id for it in v} for k, v in reordered.items()} == {
+        k: {it.item_id for it in v} for k, v in shards[1].items()}
+    assert ev.shard_benchmarks(benchmarks, 0, 1) == benchmarks

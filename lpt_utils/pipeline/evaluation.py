@@ -64,6 +64,7 @@ from lpt_utils.pipeline.verify import (
 )
 from lpt_utils.prompts import render
 from lpt_utils.records import Prediction, as_dict
+from lpt_utils.stages import take_shard
 
 PROMPTS = ("direct", "think")
 
@@ -552,6 +553,14 @@ def take_limit(items: list[BenchItem], limit: int | None) -> list[BenchItem]:
     key = {id(it): hashlib.sha256(f"{it.benchmark}:{it.item_id}".encode()).hexdigest() for it in items}
     keep = {id(it) for it in sorted(items, key=lambda it: key[id(it)])[:limit]}
     return [it for it in items if id(it) in keep]
+
+
+def shard_benchmarks(benchmarks: dict[str, list[BenchItem]], shard_index: int,
+                     num_shards: int) -> dict[str, list[BenchItem]]:
+    """Each benchmark's items that one shard of an array job answers (by a hash of benchmark and item
+    id, whatever the file order; every item in exactly one shard), in file order; all with one shard."""
+    return {name: take_shard(items, lambda it: f"{it.benchmark}:{it.item_id}", shard_index, num_shards)
+            for name, items in benchmarks.items()}
 
 
 def load_benchmarks(settings: dict[str, Any], run) -> dict[str, tuple[list[BenchItem], LoadReport]]:

@@ -23,6 +23,7 @@ unbalanced count question alone gave a fake 40% in the measurements). Option ord
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -199,7 +200,7 @@ def make_benchmark(out_dir: str | Path, n_scenes: int = 100, seed: int = 0,
                          "choices": choices, "answer": item["answer"], "kind": item["kind"],
                          "type": item["type"], "example_id": row["example_id"]})
     path = out / "benchmark.jsonl"
-    tmp = path.with_suffix(".jsonl.tmp")
+    tmp = path.with_suffix(f".jsonl.{os.getpid()}.tmp")  # shards building it at once each rename their own
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(path)
     return path

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -297,10 +298,14 @@ def make_scene_set(out_dir: str | Path, n: int, split: str = "train", seed: int 
     for _ in range(n):
         scene = next(it)
         image_file = f"{scene.id}.png"
-        render(scene, image_size).save(out / "images" / image_file)
+        # under a name of this process's first, then renamed: shards building the same set at once
+        # (notebook 07's array job) never read a half-written picture
+        tmp_img = out / "images" / f".{image_file}.{os.getpid()}.tmp"
+        render(scene, image_size).save(tmp_img, format="PNG")
+        tmp_img.replace(out / "images" / image_file)
         rows.append({"example_id": scene.id, "split": split, "image_file": image_file,
                      "description": describe(scene), "scene": scene.to_dict()})
-    tmp = out / "descriptions.jsonl.tmp"
+    tmp = out / f"descriptions.jsonl.{os.getpid()}.tmp"
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.replace(out / "descriptions.jsonl")
     return out
