@@ -434,21 +434,21 @@ def test_three_shards_and_a_merge_give_the_one_process_run(tiny_run, tmp_path):
 
 def test_07_in_two_shards_then_merged_scores_every_item_as_one_process_did(tiny_run, tmp_path):
     """Notebook 07 as an array job of two shards (by benchmark and item id), then `--merge 07`: each
-    shard answers its own items into its own part; together their stores hold exactly the requests the
-    chain's one-process run made; the merge refuses while a part is missing, then runs 07 whole, which
-    calls no model and scores every item as the chain did (the base model: this run trained none)."""
+    shard answers its own items into its own part, with requests the chain's one-process run also made;
+    the merge refuses while a part is missing, then runs 07 whole, which calls no model and scores every
+    item as the chain did (the base model: this run trained none; 40 of the chain's items, `eval.limit`)."""
     from lpt_utils.reproduce import main
 
     chain, _ = tiny_run
     overrides = {"paths.outputs": str(tmp_path / "outputs"), "paths.figures": str(tmp_path / "figures"),
-                 **CHAIN_SIZES}
+                 **CHAIN_SIZES, "eval.limit": 40}
     run = config.resolve_run("tiny", "sharded07", overrides)
     stage = run.stage("eval")
     for i in range(2):
         run_notebook(notebooks(["07"])[0], "tiny", "sharded07", overrides, out_dir=tmp_path / "executed", shard=(i, 2))
     assert stage.parts() == ["0-of-2", "1-of-2"] and stage.manifest() is None
     items = [set(pd.read_parquet(stage.folder(p) / "data.parquet").item_id) for p in stage.parts()]
-    assert items[0] and items[1] and not items[0] & items[1]
+    assert items[0] and items[1] and not items[0] & items[1] and len(items[0] | items[1]) == 40
     assert (run.figures_dir / "parts" / "0-of-2" / "07_results.png").exists()
     assert not (run.figures_dir / "07_results.png").exists()  # no shard draws the whole run's figures
 
@@ -456,7 +456,8 @@ def test_07_in_two_shards_then_merged_scores_every_item_as_one_process_did(tiny_
         return {json.loads(x)["key"] for p in (folder / "requests").glob(pattern) for x in p.read_text().splitlines()}
 
     chain_eval = chain.stage_dir("eval")
-    assert keys(stage.dir, "*.part-*.jsonl") == keys(chain_eval, "base.jsonl") | keys(chain_eval, "difficulty.jsonl")
+    made = keys(stage.dir, "*.part-*.jsonl")
+    assert made and made <= keys(chain_eval, "base.jsonl") | keys(chain_eval, "difficulty.jsonl")
 
     argv = ["--profile", "tiny", "--run", "sharded07", "--merge", "07"]
     argv += [a for k, v in overrides.items() for a in ("-o", f"{k}={v}")]
@@ -467,7 +468,8 @@ def test_07_in_two_shards_then_merged_scores_every_item_as_one_process_did(tiny_
     assert keys(stage.dir, "base.jsonl") == set() and keys(stage.dir, "difficulty.jsonl") == set()
     cols = ["model", "prompt", "benchmark", "item_id", "raw_output", "correct", "correct_released"]
     got = stage.load()[cols].sort_values(cols[:4]).reset_index(drop=True)
-    want = chain.stage("eval").load()
-    want = want[want.model == "base"][cols].sort_values(cols[:4]).reset_index(drop=True)
-    assert len(got) == len(items[0]) * 2 + len(items[1]) * 2 and got.equals(want)
+    want = chain.stage("eval").load(check=False)  # other tests of this file re-run the chain's 05 after its 07
+    want = want[(want.model == "base") & want.item_id.isin(items[0] | items[1])]
+    want = want[cols].sort_values(cols[:4]).reset_index(drop=True)
+    assert len(got) == 80 and got.equals(want)
     assert stage.status() and (run.figures_dir / "07_results.png").exists()
