@@ -167,6 +167,13 @@ class Run:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def figures_for(self, part: str | None) -> Path:
+        """Where a notebook draws: `figures/<run>/`, or for an array job's shard its own
+        `figures/<run>/parts/<part>/` (a shard sees its share only; the merge draws the whole run's)."""
+        d = self.figures_dir / "parts" / part if part else self.figures_dir
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
     @property
     def models_dir(self) -> Path:
         return self._path("models")

@@ -90,10 +90,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def merge(run: Run, numbers: list[str], shards: int) -> list[Path]:
-    """Join the parts the shards of notebooks `numbers` wrote (each stage's `Stage.merge`). For a
-    notebook of `SCORED_WHOLE`, only check that all `shards` parts are there: running it whole then
-    (`main` does) scores every item from the parts' stores."""
-    out = []
+    """Join the parts the shards of notebooks `numbers` wrote (each stage's `Stage.merge`), then draw
+    the merged stages' figures into `figures/<run>/` (each shard drew only its share, under
+    `figures/<run>/parts/`). For a notebook of `SCORED_WHOLE`, only check that all `shards` parts are
+    there: running it whole then (`main` does) scores and draws every item from the parts' stores."""
+    out, keys = [], []
     for nb in notebooks(numbers):
         for spec in SPECS:
             if spec.notebook == nb.stem and spec.record is not None:
@@ -101,6 +102,11 @@ def merge(run: Run, numbers: list[str], shards: int) -> list[Path]:
                     run.stage(spec.key).written_parts(shards)
                 else:
                     out.append(run.stage(spec.key).merge(expected=shards))
+                    keys.append(spec.key)
+    if keys:
+        from lpt_utils.viz import figures  # matplotlib: only when a merge draws
+
+        figures.render(run, only=keys)
     return out
 
 

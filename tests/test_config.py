@@ -72,6 +72,9 @@ def test_resolve_run_saves_settings_and_names_stage_dirs(tmp_path):
     assert r.stage_dir("mcq") == tmp_path / "o" / "t1" / "01_mcq"
     assert r.stage_dir("07_eval").name == "07_eval"
     assert r.figures_dir == tmp_path / "f" / "t1"
+    assert r.figures_for(None) == r.figures_dir  # a whole stage draws the run's figures
+    assert r.figures_for(r.part(1, 3)) == tmp_path / "f" / "t1" / "parts" / "1-of-3"  # a shard its share's
+    assert r.figures_for(r.part(1, 3)).is_dir()
     with pytest.raises(ValueError):
         config.resolve_run("tiny", "../escape")
     # a stage's hash moves with what shapes it (tests/test_stages.py has the rest)

@@ -401,12 +401,13 @@ def test_inspector_works_in_jupyterlab(tiny_run, tmp_path, chromium):
         log.close()
 
 
-def test_three_shards_and_a_merge_give_the_one_process_run(tiny_run, tmp_path):
-    """Notebook 02 as an array job of three shards (split by MCQ id) plus a merge, against one process,
-    greedy, both on the chain's MCQs: the same request keys, the same rows."""
+def test_three_shards_and_a_merge_give_the_one_process_run(tiny_run, tmp_path, monkeypatch):
+    """Notebook 02 as an array job of three shards (split by MCQ id) plus `--merge 02`, against one
+    process, greedy, both on the chain's MCQs: the same request keys, the same rows, the same figures;
+    the merge joins the parts without running a notebook."""
     import shutil
 
-    from lpt_utils.reproduce import merge
+    from lpt_utils import reproduce
 
     chain, _ = tiny_run
     overrides = {"paths.outputs": str(tmp_path / "outputs"), "paths.figures": str(tmp_path / "figures"),
@@ -420,7 +421,14 @@ def test_three_shards_and_a_merge_give_the_one_process_run(tiny_run, tmp_path):
         run_notebook(notebooks(["02"])[0], "tiny", "sharded", overrides, out_dir=tmp_path / "executed", shard=(i, 3))
     assert sorted(p.name for p in (sharded.stage_dir("simple_cot") / "requests").glob("*.jsonl")) == [
         f"student.part-{i}-of-3.jsonl" for i in range(3)]
-    merge(sharded, ["02"], 3)
+    # each shard draws its share apart; none draws the run's figures, which the merge draws from every part
+    assert all((sharded.figures_dir / "parts" / f"{i}-of-3" / "02_accuracy_by_type.png").exists() for i in range(3))
+    assert not list(sharded.figures_dir.glob("02_*.png"))
+    monkeypatch.setattr(reproduce, "run_notebook", lambda *a, **k: pytest.fail("the merge of 02 ran a notebook"))
+    reproduce.main(["--profile", "tiny", "--run", "sharded", "--merge", "02", "--shards", "3",
+                    *[a for k, v in overrides.items() for a in ("-o", f"{k}={v}")]])
+    for name in ("02_funnel.png", "02_accuracy_by_type.png", "02_lengths.png"):  # the whole run's, to the byte
+        assert (sharded.figures_dir / name).read_bytes() == (whole.figures_dir / name).read_bytes(), name
     a = whole.stage("simple_cot").load().sort_values("response_id").reset_index(drop=True)
     b = sharded.stage("simple_cot").load().sort_values("response_id").reset_index(drop=True)
     assert len(a) == len(b) > 0 and a.drop(columns="image_path").equals(b.drop(columns="image_path"))

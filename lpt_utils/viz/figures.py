@@ -261,9 +261,9 @@ def _stage(run, key: str) -> Path | None:
     return d if (d / artifacts.MANIFEST_FILE).exists() else None
 
 
-def render(run) -> dict[str, Any]:
-    """Re-render every figure of a finished run from its artifacts; stages not yet written are
-    reported as skipped."""
+def render(run, only: list[str] | None = None) -> dict[str, Any]:
+    """Re-render every figure of a finished run from its artifacts, or those of the stages keyed in
+    `only` (what a merge of shards' parts draws); stages not yet written are reported as skipped."""
     import matplotlib.pyplot as plt
 
     fig_dir = run.figures_dir
@@ -307,6 +307,11 @@ def render(run) -> dict[str, Any]:
     stages = (("01_mcq", "mcq", mcq), ("02_simple_cot", "simple_cot", simple), ("03_long_cot", "long_cot", long),
               ("04_training_data", "training_data", training_data), ("05_sft", "sft", sft), ("06_dpo", "dpo", dpo),
               ("07_eval", "eval", evaluation))
+    if only is not None:
+        unknown = set(only) - {key for _, key, _ in stages}
+        if unknown:
+            raise ValueError(f"no figures for stage keys {sorted(unknown)}")
+        stages = tuple(s for s in stages if s[1] in only)
     made: dict[str, Any] = {}
     for stage, key, draw in stages:
         if d := _stage(run, key):
