@@ -139,3 +139,16 @@ def test_yaml_loose_numbers_are_read_as_numbers(tmp_path):
 def test_an_override_of_the_wrong_type_is_named_as_the_override(tmp_path):
     with pytest.raises(config.ProfileError, match=r"override simple_cot\.sampling\.n: "):
         config.resolve_run("tiny", "t", {"paths.outputs": str(tmp_path), "simple_cot.sampling.n": "three"})
+
+
+def test_figures_of_some_stages_only_and_a_clear_error_for_an_unknown_one(tmp_path):
+    """What a merge of shards draws: the figures of the merged stages alone (a stage not written yet
+    is reported skipped, never drawn from another run's files); a key no stage has is an error."""
+    from lpt_utils.viz import figures
+
+    r = config.resolve_run("tiny", "t1", {"paths.outputs": str(tmp_path / "o"), "paths.figures": str(tmp_path / "f")})
+    assert figures.render(r, only=["simple_cot", "long_cot"]) == {"skipped": ["02_simple_cot", "03_long_cot"]}
+    assert len(figures.render(r)["skipped"]) == 7
+    with pytest.raises(ValueError, match="simple_cots"):
+        figures.render(r, only=["simple_cots"])
+    assert not list(r.figures_dir.iterdir())
